@@ -1,0 +1,78 @@
+// codebox runner: PID 1 inside every sandbox container.
+//
+// Boots before any code is known (so a pre-started container is ready the moment code
+// arrives), then reads exactly one JSON line from stdin: {"code": "...", "language": "typescript"|"javascript"}.
+// Everything the user's code prints goes straight to this process's stdout/stderr; the runner
+// itself prints nothing on stdout, so the host can return stdout verbatim.
+import { register } from "node:module";
+import { MessageChannel } from "node:worker_threads";
+import { pathToFileURL } from "node:url";
+
+// The main module is virtual: it lives in memory, but its URL sits in /workspace so relative
+// imports (`./data.ts`) resolve against the user's working directory.
+const MAIN_URL = pathToFileURL("/workspace/__codebox_main__.ts").href;
+
+const { port1, port2 } = new MessageChannel();
+register("./hooks.mjs", import.meta.url, { data: { port: port2 }, transferList: [port2] });
+
+function fail(message) {
+  process.stderr.write(`codebox runner: ${message}\n`);
+  process.exit(70); // EX_SOFTWARE: the runner itself failed, not the user's code
+}
+
+function readPayload() {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const onData = (chunk) => {
+      const nl = chunk.indexOf(10);
+      if (nl === -1) {
+        chunks.push(chunk);
+        return;
+      }
+      chunks.push(chunk.subarray(0, nl));
+      process.stdin.off("data", onData);
+      process.stdin.off("end", onEnd);
+      // Nothing else arrives on stdin; release it so it cannot keep the event loop alive.
+      process.stdin.pause();
+      process.stdin.destroy();
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+      } catch (err) {
+        reject(err);
+      }
+    };
+    const onEnd = () => reject(new Error("stdin closed before a payload arrived"));
+    process.stdin.on("data", onData);
+    process.stdin.on("end", onEnd);
+  });
+}
+
+function handOver(payload) {
+  return new Promise((resolve) => {
+    port1.once("message", () => {
+      port1.close();
+      resolve();
+    });
+    port1.postMessage({ url: MAIN_URL, source: payload.code, language: payload.language });
+  });
+}
+
+let payload;
+try {
+  payload = await readPayload();
+} catch (err) {
+  fail(`could not read the code to run: ${err.message}`);
+}
+if (typeof payload?.code !== "string") fail("payload has no code");
+
+await handOver(payload);
+try {
+  await import(MAIN_URL);
+} catch (err) {
+  // Print like Node would for an uncaught error, and exit 1 as Node does; the runner's and
+  // Node's internal frames say nothing to the user, so they are left out.
+  const text = err && err.stack ? String(err.stack) : String(err);
+  const user = text.split("\n").filter((l) => !/^\s+at .*(node:internal|\/opt\/codebox\/)/.test(l));
+  process.stderr.write(`${user.join("\n")}\n`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,68 @@
+import { z } from "zod";
+
+// The one schema for every setting. docs/CONFIG.md documents each key; keep them in step
+// (a unit test checks that every key below appears there).
+
+export const PROFILE_NAMES = ["light", "standard", "heavy"] as const;
+export type ProfileName = (typeof PROFILE_NAMES)[number];
+
+export const ResourceProfileSchema = z
+  .object({
+    memoryMiB: z.number().int().min(32).max(65536),
+    cpus: z.number().min(0.05).max(64),
+    timeoutMs: z.number().int().min(100).max(3_600_000),
+    pidsLimit: z.number().int().min(8).max(4096),
+    tmpfsMiB: z.number().int().min(1).max(4096),
+  })
+  .strict();
+export type ResourceProfile = z.infer<typeof ResourceProfileSchema>;
+
+export const DEFAULT_PROFILES: Record<ProfileName, ResourceProfile> = {
+  light: { memoryMiB: 64, cpus: 0.25, timeoutMs: 10_000, pidsLimit: 64, tmpfsMiB: 64 },
+  standard: { memoryMiB: 256, cpus: 0.5, timeoutMs: 30_000, pidsLimit: 64, tmpfsMiB: 64 },
+  heavy: { memoryMiB: 512, cpus: 1, timeoutMs: 120_000, pidsLimit: 64, tmpfsMiB: 64 },
+};
+
+const profileOverride = (name: ProfileName) => ResourceProfileSchema.partial().prefault({}).transform((p) => ({ ...DEFAULT_PROFILES[name], ...p }));
+
+export const ConfigSchema = z
+  .object({
+    dataDir: z.string().min(1),
+    logLevel: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+    userId: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 characters of letters, digits, '_', '.', '-'")
+      .default("local"),
+    docker: z
+      .object({
+        host: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    sandbox: z
+      .object({
+        image: z.string().min(1).optional(),
+        runtime: z.enum(["runc", "runsc"]).default("runc"),
+        profile: z.enum(PROFILE_NAMES).default("standard"),
+        profiles: z
+          .object({
+            light: profileOverride("light"),
+            standard: profileOverride("standard"),
+            heavy: profileOverride("heavy"),
+          })
+          .strict()
+          .prefault({}),
+        uid: z.number().int().min(1).max(2 ** 31 - 2).optional(),
+        maxCodeBytes: z.number().int().min(1).max(16 * 1024 * 1024).default(1024 * 1024),
+        maxOutputBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(64 * 1024),
+        nofile: z.number().int().min(16).max(65536).default(256),
+        fsizeMiB: z.number().int().min(1).max(1024 * 1024).default(256),
+        seccompProfile: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type SandboxConfig = Config["sandbox"];

@@ -1,0 +1,60 @@
+// The sandbox backend interface: everything the rest of the server knows about running code.
+// The Docker adapter lives beside it in docker/; nothing outside sandbox/docker imports dockerode.
+import type { ResourceProfile } from "../config/schema.js";
+
+export const LANGUAGES = ["typescript", "javascript"] as const;
+export type Language = (typeof LANGUAGES)[number];
+
+export interface RunRequest {
+  runId: string;
+  userId: string;
+  language: Language;
+  code: string;
+  /** Wall-clock limit from container start; the container is killed when it passes. */
+  timeoutMs: number;
+  profile: ResourceProfile;
+  /** Host directories bind-mounted into the sandbox. */
+  mounts: { workspace: string; skills: string };
+  /** Aborting kills and removes the container (client cancellation, server shutdown). */
+  signal?: AbortSignal;
+}
+
+/** What happened, execa-style: a non-zero exit is data, not an exception. */
+export interface RunResult {
+  runId: string;
+  containerId: string;
+  /** Exit code of the code's process; null when it never exited on its own (killed). */
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  /** Bytes the code wrote to each stream, including what was cut. */
+  stdoutBytes: number;
+  stderrBytes: number;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  timedOut: boolean;
+  oomKilled: boolean;
+  canceled: boolean;
+  durationMs: number;
+}
+
+export interface EngineInfo {
+  version: string;
+  apiVersion: string;
+  runtimes: string[];
+  os: string;
+}
+
+export interface SandboxBackend {
+  /** Runs one request in a fresh container that is destroyed before this resolves. */
+  run(request: RunRequest): Promise<RunResult>;
+  /** Throws EngineUnavailableError when the engine cannot be reached. */
+  engineInfo(): Promise<EngineInfo>;
+  /** Makes sure the sandbox image exists (building it if needed); returns its tag. */
+  ensureImage(): Promise<string>;
+  imageExists(): Promise<boolean>;
+  /** Removes containers left behind by servers that died; returns how many. */
+  reapOrphans(): Promise<number>;
+  /** Kills and removes every container this server started. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,282 @@
+import { readFileSync } from "node:fs";
+import type { Duplex } from "node:stream";
+import type Docker from "dockerode";
+import type { Config } from "../../config/schema.js";
+import { CanceledError, CodeboxError, ImageBuildError, RuntimeMissingError, SandboxError, errorMessage } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { packagePath } from "../../shared/paths.js";
+import type { EngineInfo, RunRequest, RunResult, SandboxBackend } from "../backend.js";
+import { CappedOutput } from "../output.js";
+import { createDockerClient, engineStatus, toEngineError } from "./engine.js";
+import { containerSpec } from "./host-config.js";
+import { buildImage, defaultImageTag } from "./image-builder.js";
+import { LABEL, containerLabels, currentInstance, type ServerInstance } from "./labels.js";
+import { reapOrphans } from "./reaper.js";
+
+/** How long after exit we keep reading output still in flight on the attach stream. */
+const DRAIN_GRACE_MS = 2_000;
+/** Extra lifetime in a container's expiry label beyond its run timeout (create, start, drain). */
+const EXPIRY_MARGIN_MS = 60_000;
+
+export interface DockerBackendOptions {
+  config: Config;
+  logger: Logger;
+  docker?: Docker;
+  instance?: ServerInstance;
+}
+
+export class DockerSandboxBackend implements SandboxBackend {
+  readonly docker: Docker;
+  readonly instance: ServerInstance;
+  private readonly config: Config;
+  private readonly logger: Logger;
+  private readonly imageTag: string;
+  private imageReady: Promise<string> | undefined;
+  private seccompJson: string | undefined;
+  private readonly live = new Set<string>();
+  private runtimeChecked = false;
+
+  constructor(options: DockerBackendOptions) {
+    this.config = options.config;
+    this.logger = options.logger;
+    this.docker = options.docker ?? createDockerClient(options.config.docker);
+    this.instance = options.instance ?? currentInstance();
+    this.imageTag = options.config.sandbox.image ?? defaultImageTag();
+  }
+
+  get image(): string {
+    return this.imageTag;
+  }
+
+  /** The seccomp profile as JSON text, parsed once to fail early on a broken file. */
+  seccomp(): string {
+    if (this.seccompJson === undefined) {
+      const path = this.config.sandbox.seccompProfile ?? packagePath("seccomp", "profile.json");
+      let text: string;
+      try {
+        text = readFileSync(path, "utf8");
+        const parsed = JSON.parse(text) as { defaultAction?: unknown; syscalls?: unknown };
+        if (typeof parsed.defaultAction !== "string" || !Array.isArray(parsed.syscalls)) throw new Error("missing defaultAction or syscalls");
+      } catch (err) {
+        throw new SandboxError(`The seccomp profile ${path} cannot be used: ${errorMessage(err)}. Fix the file or unset sandbox.seccompProfile.`, err);
+      }
+      this.seccompJson = JSON.stringify(JSON.parse(text));
+    }
+    return this.seccompJson;
+  }
+
+  async engineInfo(): Promise<EngineInfo> {
+    try {
+      const [version, info] = await Promise.all([this.docker.version(), this.docker.info() as Promise<{ Runtimes?: Record<string, unknown>; OperatingSystem?: string }>]);
+      return {
+        version: version.Version,
+        apiVersion: version.ApiVersion,
+        runtimes: Object.keys(info.Runtimes ?? {}),
+        os: info.OperatingSystem ?? "unknown",
+      };
+    } catch (err) {
+      throw toEngineError(err);
+    }
+  }
+
+  async imageExists(): Promise<boolean> {
+    try {
+      await this.docker.getImage(this.imageTag).inspect();
+      return true;
+    } catch (err) {
+      if (engineStatus(err) === 404) return false;
+      throw toEngineError(err);
+    }
+  }
+
+  /** Builds the image once if it is missing; concurrent callers share one build. */
+  ensureImage(): Promise<string> {
+    this.imageReady ??= (async () => {
+      if (await this.imageExists()) return this.imageTag;
+      if (this.config.sandbox.image) {
+        throw new ImageBuildError(`the configured image ${this.imageTag} does not exist on the engine; build it or unset sandbox.image`);
+      }
+      this.logger.info(`sandbox image ${this.imageTag} not found; building it now (once, about a minute)`);
+      const { method } = await buildImage(this.docker, { tag: this.imageTag, logger: this.logger });
+      this.logger.info(`sandbox image ${this.imageTag} built (${method})`);
+      return this.imageTag;
+    })().catch((err: unknown) => {
+      this.imageReady = undefined; // let the next run try again (e.g. once the engine is back)
+      throw toEngineError(err);
+    });
+    return this.imageReady;
+  }
+
+  async buildImage(offline: boolean | undefined): Promise<{ tag: string; method: string }> {
+    try {
+      return await buildImage(this.docker, { tag: this.imageTag, offline, logger: this.logger });
+    } catch (err) {
+      throw toEngineError(err);
+    }
+  }
+
+  private async checkRuntime(): Promise<void> {
+    if (this.runtimeChecked || this.config.sandbox.runtime === "runc") return;
+    const info = await this.engineInfo();
+    if (!info.runtimes.includes(this.config.sandbox.runtime)) throw new RuntimeMissingError(this.config.sandbox.runtime, info.runtimes);
+    this.runtimeChecked = true;
+  }
+
+  uid(): number {
+    if (this.config.sandbox.uid !== undefined) return this.config.sandbox.uid;
+    const own = process.getuid?.() ?? 0;
+    // Root never runs sandboxed code: use the image's unprivileged user instead.
+    return own === 0 ? 10001 : own;
+  }
+
+  async run(request: RunRequest): Promise<RunResult> {
+    if (request.signal?.aborted) throw new CanceledError();
+    try {
+      await this.ensureImage();
+      await this.checkRuntime();
+      return await this.runInFreshContainer(request);
+    } catch (err) {
+      if (err instanceof CodeboxError) throw err;
+      throw toEngineError(err);
+    }
+  }
+
+  private async runInFreshContainer(request: RunRequest): Promise<RunResult> {
+    const log = this.logger.child({ runId: request.runId });
+    const s = this.config.sandbox;
+    const spec = containerSpec({
+      image: this.imageTag,
+      uid: this.uid(),
+      labels: containerLabels(this.instance, request.runId, request.userId, Date.now() + request.timeoutMs + EXPIRY_MARGIN_MS),
+      profile: request.profile,
+      runtime: s.runtime,
+      seccompJson: this.seccomp(),
+      workspaceDir: request.mounts.workspace,
+      skillsDir: request.mounts.skills,
+      nofile: s.nofile,
+      fsizeBytes: s.fsizeMiB * 1024 * 1024,
+    });
+
+    const container = await this.docker.createContainer(spec);
+    const containerId = container.id;
+    this.live.add(containerId);
+    const clog = log.child({ containerId: containerId.slice(0, 12) });
+    const stdout = new CappedOutput(s.maxOutputBytes);
+    const stderr = new CappedOutput(s.maxOutputBytes);
+    let timedOut = false;
+    let canceled = false;
+    let killedByUs = false;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const started = Date.now();
+    try {
+      const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as Duplex;
+      const streamDone = new Promise<void>((resolve) => {
+        stream.once("end", resolve);
+        stream.once("close", resolve);
+        stream.once("error", () => resolve());
+      });
+      this.docker.modem.demuxStream(stream, stdout, stderr);
+
+      const kill = (why: "timeout" | "cancel") => {
+        if (why === "timeout") timedOut = true;
+        else canceled = true;
+        killedByUs = true;
+        container.kill({ signal: "SIGKILL" }).catch((err: unknown) => {
+          if (engineStatus(err) !== 404 && engineStatus(err) !== 409) clog.warn("kill failed", { err });
+        });
+      };
+      onAbort = () => kill("cancel");
+      request.signal?.addEventListener("abort", onAbort, { once: true });
+
+      // "next-exit": the default condition ("not-running") answers at once for a created container.
+      const exited = container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>;
+      await container.start();
+      const startedAt = Date.now();
+      timer = setTimeout(() => kill("timeout"), request.timeoutMs);
+      stream.write(`${JSON.stringify({ code: request.code, language: request.language })}\n`);
+      if (request.signal?.aborted) kill("cancel");
+
+      const { StatusCode } = await exited;
+      const durationMs = Date.now() - startedAt;
+      clearTimeout(timer);
+      await Promise.race([streamDone, new Promise((r) => setTimeout(r, DRAIN_GRACE_MS))]);
+      stream.destroy();
+
+      const oomKilled = await this.wasOomKilled(container, StatusCode, killedByUs);
+      const result: RunResult = {
+        runId: request.runId,
+        containerId,
+        exitCode: killedByUs ? null : StatusCode,
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        stdoutBytes: stdout.totalBytes,
+        stderrBytes: stderr.totalBytes,
+        stdoutTruncated: stdout.truncated,
+        stderrTruncated: stderr.truncated,
+        timedOut,
+        oomKilled,
+        canceled,
+        durationMs,
+      };
+      clog.info("run finished", { exitCode: result.exitCode, durationMs, timedOut, oomKilled, canceled, totalMs: Date.now() - started });
+      if (canceled) throw new CanceledError();
+      return result;
+    } catch (err) {
+      if (err instanceof CodeboxError) throw err;
+      const status = engineStatus(err);
+      if (status !== undefined) throw new SandboxError(`The engine refused to run the sandbox: ${errorMessage(err)}. Run \`codebox-mcp doctor\`.`, err);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      if (onAbort) request.signal?.removeEventListener("abort", onAbort);
+      await this.remove(containerId, clog);
+    }
+  }
+
+  /**
+   * OOMKilled from the engine when the container is still there to inspect; AutoRemove may have
+   * taken it already, and then exit 137 we did not cause means the kernel's OOM killer: Node is
+   * PID 1 in its namespace, so nothing inside the container can SIGKILL it.
+   */
+  private async wasOomKilled(container: Docker.Container, status: number, killedByUs: boolean): Promise<boolean> {
+    if (killedByUs) return false;
+    try {
+      const info = await container.inspect();
+      if (info.State.OOMKilled) return true;
+    } catch {
+      // removed already
+    }
+    return status === 137;
+  }
+
+  private async remove(containerId: string, log: Logger): Promise<void> {
+    try {
+      await this.docker.getContainer(containerId).remove({ force: true });
+    } catch (err) {
+      const status = engineStatus(err);
+      // 404: AutoRemove got there first; 409: removal already in progress.
+      if (status !== 404 && status !== 409) log.warn("could not remove sandbox container", { err: errorMessage(err) });
+    }
+    this.live.delete(containerId);
+  }
+
+  async reapOrphans(): Promise<number> {
+    try {
+      return await reapOrphans(this.docker, this.instance, this.logger);
+    } catch (err) {
+      throw toEngineError(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.live].map((id) => this.remove(id, this.logger)));
+    // Anything of ours that slipped through (e.g. created while closing).
+    try {
+      const left = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL.instance}=${this.instance.id}`] } });
+      await Promise.all(left.map((c) => this.remove(c.Id, this.logger)));
+    } catch {
+      // engine gone: the next start's reaper handles it
+    }
+  }
+}

@@ -1,0 +1,92 @@
+import type { ContainerCreateOptions, HostConfig } from "dockerode";
+import type { ResourceProfile } from "../../config/schema.js";
+
+export interface HardeningOptions {
+  profile: ResourceProfile;
+  runtime: "runc" | "runsc";
+  /** The seccomp profile's JSON text. */
+  seccompJson: string;
+  workspaceDir: string;
+  skillsDir: string;
+  nofile: number;
+  fsizeBytes: number;
+}
+
+const MiB = 1024 * 1024;
+
+/** Fields the engine accepts that @types/dockerode does not list yet. */
+export type SandboxHostConfig = HostConfig & { CgroupnsMode?: "private" | "host" };
+
+/**
+ * The HostConfig of every sandbox container. Each line is a layer of the security model in
+ * docs/SECURITY.md; a unit test pins every one of them.
+ */
+export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
+  const memory = o.profile.memoryMiB * MiB;
+  return {
+    // Security: no network at all; the bridge (later) reaches the host through a unix socket.
+    NetworkMode: "none",
+    // Security: nothing on the image can be changed; /tmp is the only scratch space.
+    ReadonlyRootfs: true,
+    // Security: no capabilities, no setuid escalation, a syscall allowlist.
+    CapDrop: ["ALL"],
+    SecurityOpt: ["no-new-privileges:true", `seccomp=${o.seccompJson}`],
+    Privileged: false,
+    // Security: memory without swap, so an allocation bomb ends in an OOM kill, not host swapping.
+    Memory: memory,
+    MemorySwap: memory,
+    NanoCpus: Math.round(o.profile.cpus * 1e9),
+    // Security: a cgroup pids cap (not RLIMIT_NPROC, which counts per uid across the host).
+    PidsLimit: o.profile.pidsLimit,
+    Ulimits: [
+      { Name: "nofile", Soft: o.nofile, Hard: o.nofile },
+      { Name: "fsize", Soft: o.fsizeBytes, Hard: o.fsizeBytes },
+      { Name: "core", Soft: 0, Hard: 0 },
+    ],
+    // Security: /tmp counts against the memory limit; noexec keeps dropped binaries out of it.
+    Tmpfs: { "/tmp": `rw,noexec,nosuid,nodev,size=${o.profile.tmpfsMiB}m,mode=1777` },
+    // Security: no /dev/shm and no shared IPC namespace.
+    IpcMode: "none",
+    // Security: the container sees its own cgroup only (cgroup v1 engines default to the host's).
+    CgroupnsMode: "private",
+    // Security: only the user's own directories; never the docker socket, never other host paths.
+    Mounts: [
+      { Type: "bind", Source: o.workspaceDir, Target: "/workspace", ReadOnly: false, BindOptions: { Propagation: "rprivate" } },
+      { Type: "bind", Source: o.skillsDir, Target: "/skills", ReadOnly: false, BindOptions: { Propagation: "rprivate" } },
+    ] as HostConfig["Mounts"],
+    // Security: output goes only to our attach stream; a json-file log would let a flood fill the host disk.
+    LogConfig: { Type: "none", Config: {} },
+    // Belt and braces: the engine removes the container once it exits even if we never get to.
+    AutoRemove: true,
+    Runtime: o.runtime,
+    Init: false,
+  };
+}
+
+export interface ContainerSpecOptions extends HardeningOptions {
+  image: string;
+  uid: number;
+  labels: Record<string, string>;
+}
+
+export function containerSpec(o: ContainerSpecOptions): ContainerCreateOptions {
+  return {
+    Image: o.image,
+    // V8 may grow its heap to the whole memory limit, so running out of memory ends in the
+    // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
+    Cmd: ["/usr/local/bin/node", `--max-old-space-size=${o.profile.memoryMiB}`, "/opt/codebox/runner.mjs"],
+    User: `${o.uid}:${o.uid}`,
+    WorkingDir: "/workspace",
+    // Security: only these variables; nothing from the host's environment.
+    Env: ["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"],
+    Labels: o.labels,
+    AttachStdin: true,
+    AttachStdout: true,
+    AttachStderr: true,
+    OpenStdin: true,
+    StdinOnce: true,
+    Tty: false,
+    NetworkDisabled: true,
+    HostConfig: hardenedHostConfig(o),
+  };
+}

@@ -1,0 +1,54 @@
+import { randomUUID } from "node:crypto";
+import type { Config, ProfileName } from "../config/schema.js";
+import { InputError } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import type { UserDirectories } from "../stores/user-dirs.js";
+import type { Language, RunResult, SandboxBackend } from "./backend.js";
+
+export interface ExecuteRequest {
+  userId: string;
+  code: string;
+  language: Language;
+  timeoutMs?: number | undefined;
+  profile?: ProfileName | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/** Turns a validated tool call into a sandbox run: limits, the user's directories, logging. */
+export class CodeExecutor {
+  constructor(
+    private readonly config: Config,
+    private readonly backend: SandboxBackend,
+    private readonly dirs: UserDirectories,
+    private readonly logger: Logger,
+  ) {}
+
+  limits(profileName?: ProfileName) {
+    const name = profileName ?? this.config.sandbox.profile;
+    return { name, ...this.config.sandbox.profiles[name], maxCodeBytes: this.config.sandbox.maxCodeBytes, maxOutputBytes: this.config.sandbox.maxOutputBytes };
+  }
+
+  async execute(req: ExecuteRequest): Promise<RunResult> {
+    const limits = this.limits(req.profile);
+    const bytes = Buffer.byteLength(req.code, "utf8");
+    if (bytes > limits.maxCodeBytes) {
+      throw new InputError(`code is ${bytes} bytes; the limit is ${limits.maxCodeBytes} bytes. Send less code, or keep data in /workspace files and read them from the code.`);
+    }
+    if (req.timeoutMs !== undefined && req.timeoutMs > limits.timeoutMs) {
+      throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
+    }
+    const runId = randomUUID();
+    const mounts = await this.dirs.ensure(req.userId);
+    this.logger.debug("run requested", { runId, userId: req.userId, language: req.language, codeBytes: bytes });
+    return this.backend.run({
+      runId,
+      userId: req.userId,
+      language: req.language,
+      code: req.code,
+      timeoutMs: req.timeoutMs ?? limits.timeoutMs,
+      profile: limits,
+      mounts: { workspace: mounts.workspace, skills: mounts.skills },
+      ...(req.signal ? { signal: req.signal } : {}),
+    });
+  }
+}

@@ -1,0 +1,88 @@
+// One registry of domain errors. Each has a stable string `code` and a message that says what
+// to do about it; the MCP layer maps them to tool errors in one place (mcp/result.ts).
+
+export type ErrorCode =
+  | "CODEBOX_CONFIG_INVALID"
+  | "CODEBOX_INPUT_INVALID"
+  | "CODEBOX_ENGINE_UNAVAILABLE"
+  | "CODEBOX_IMAGE_BUILD_FAILED"
+  | "CODEBOX_IMAGE_MISSING"
+  | "CODEBOX_RUNTIME_MISSING"
+  | "CODEBOX_SANDBOX_FAILED"
+  | "CODEBOX_CANCELED"
+  | "CODEBOX_UNSAFE_PATH";
+
+export class CodeboxError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+export class ConfigError extends CodeboxError {
+  constructor(message: string) {
+    super("CODEBOX_CONFIG_INVALID", message);
+  }
+}
+
+export class InputError extends CodeboxError {
+  constructor(message: string) {
+    super("CODEBOX_INPUT_INVALID", message);
+  }
+}
+
+export class EngineUnavailableError extends CodeboxError {
+  constructor(detail: string, cause?: unknown) {
+    super(
+      "CODEBOX_ENGINE_UNAVAILABLE",
+      `The Docker engine is not reachable (${detail}). Start it (on Debian as root: scripts/setup.sh, ` +
+        "or `dockerd &`), then run `codebox-mcp doctor` to check every part of the set-up.",
+      { cause },
+    );
+  }
+}
+
+export class ImageBuildError extends CodeboxError {
+  constructor(detail: string, cause?: unknown) {
+    super(
+      "CODEBOX_IMAGE_BUILD_FAILED",
+      `Building the sandbox image failed: ${detail}. Run \`codebox-mcp image build --offline\` to see the full log, ` +
+        "and `codebox-mcp doctor` to check the engine.",
+      { cause },
+    );
+  }
+}
+
+export class RuntimeMissingError extends CodeboxError {
+  constructor(runtime: string, available: string[]) {
+    super(
+      "CODEBOX_RUNTIME_MISSING",
+      `The container runtime "${runtime}" is not registered with the Docker engine (it has: ${available.join(", ") || "none"}). ` +
+        'Install and register it (scripts/setup.sh does this for runsc), or set "sandbox.runtime" to "runc".',
+    );
+  }
+}
+
+export class SandboxError extends CodeboxError {
+  constructor(message: string, cause?: unknown) {
+    super("CODEBOX_SANDBOX_FAILED", message, { cause });
+  }
+}
+
+export class CanceledError extends CodeboxError {
+  constructor() {
+    super("CODEBOX_CANCELED", "The run was canceled by the client; its container was removed.");
+  }
+}
+
+export class UnsafePathError extends CodeboxError {
+  constructor(message: string) {
+    super("CODEBOX_UNSAFE_PATH", message);
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
