@@ -96,7 +96,8 @@ export class DockerSandboxBackend implements SandboxBackend {
       if (this.config.sandbox.image) {
         throw new ImageBuildError(`the configured image ${this.imageTag} does not exist on the engine; build it or unset sandbox.image`);
       }
-      this.logger.info(`sandbox image ${this.imageTag} not found; building it now (once, about a minute)`);
+      // warn, not info: the one line that explains why this first call takes a while.
+      this.logger.warn(`sandbox image ${this.imageTag} not found; building it now (once, about a minute)`);
       const { method } = await buildImage(this.docker, { tag: this.imageTag, logger: this.logger });
       this.logger.info(`sandbox image ${this.imageTag} built (${method})`);
       return this.imageTag;

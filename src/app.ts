@@ -1,0 +1,50 @@
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { Config } from "./config/schema.js";
+import { createMcpServer } from "./mcp/server.js";
+import type { SandboxBackend } from "./sandbox/backend.js";
+import { DockerSandboxBackend } from "./sandbox/docker/docker-backend.js";
+import { CodeExecutor } from "./sandbox/executor.js";
+import { errorMessage } from "./shared/errors.js";
+import type { Logger } from "./shared/logger.js";
+import { UserDirectories } from "./stores/user-dirs.js";
+
+export interface App {
+  config: Config;
+  logger: Logger;
+  backend: DockerSandboxBackend;
+  executor: CodeExecutor;
+  /** A new MCP server bound to this app's parts (one per client connection). */
+  createServer(): McpServer;
+  /** Background start-up work: remove orphans, make sure the image exists. Never throws. */
+  warmUp(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The composition root: every part is built here from config, nowhere else. */
+export function createApp(config: Config, logger: Logger): App {
+  const backend = new DockerSandboxBackend({ config, logger });
+  const dirs = new UserDirectories(config.dataDir, backend.uid());
+  const executor = new CodeExecutor(config, backend as SandboxBackend, dirs, logger);
+  let closed = false;
+  return {
+    config,
+    logger,
+    backend,
+    executor,
+    createServer: () => createMcpServer({ executor, logger, localUserId: config.userId }),
+    async warmUp() {
+      try {
+        const removed = await backend.reapOrphans();
+        if (removed > 0) logger.info(`removed ${removed} sandbox container(s) left by a server that exited`);
+        await backend.ensureImage();
+      } catch (err) {
+        logger.warn(`start-up check failed; tool calls will report it until fixed: ${errorMessage(err)}`);
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await backend.close();
+    },
+  };
+}

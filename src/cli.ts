@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { createApp } from "./app.js";
+import { loadConfig } from "./config/load.js";
+import type { Config } from "./config/schema.js";
+import { formatDoctor, runDoctor } from "./doctor.js";
+import { CodeboxError, errorMessage } from "./shared/errors.js";
+import { createLogger, type LogLevel } from "./shared/logger.js";
+import { packageVersion } from "./shared/paths.js";
+import { serveStdio } from "./transport/stdio.js";
+
+const HELP = `codebox-mcp ${packageVersion()}: an MCP server that runs TypeScript/JavaScript in fresh, hardened Docker containers
+
+Usage:
+  codebox-mcp [serve]                  serve MCP over stdio (what an editor's MCP config launches)
+  codebox-mcp run <file> [--lang ts|js] [--timeout <ms>]
+  codebox-mcp run -e <code> [--lang ts|js] [--timeout <ms>]
+                                       run once in a sandbox, print its output, exit with its exit code
+  codebox-mcp doctor                   check the engine, runtime, image, seccomp profile and data dir
+  codebox-mcp image build [--offline]  build the sandbox image (--offline: from this machine's Node, no registry)
+
+Options:
+  --config <file>       JSON config file (see docs/CONFIG.md)
+  --data-dir <dir>      where users' workspaces and skills live (env CODEBOX_DATA_DIR)
+  --runtime <name>      runc (default) or runsc (gVisor)
+  --profile <name>      light | standard (default) | heavy
+  --image <tag>         use this sandbox image instead of the built-in one
+  --log-level <level>   debug | info | warn | error | silent (logs go to stderr)
+  -h, --help            this text
+  -v, --version         the version
+`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  "data-dir": { type: "string" },
+  runtime: { type: "string" },
+  profile: { type: "string" },
+  image: { type: "string" },
+  "log-level": { type: "string" },
+  eval: { type: "string", short: "e" },
+  lang: { type: "string" },
+  timeout: { type: "string" },
+  offline: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "v" },
+} as const;
+
+class UsageError extends Error {}
+
+function parseInteger(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${flag} takes a whole number of milliseconds, got "${value}"`);
+  return Number(value);
+}
+
+function languageFor(lang: string | undefined, file: string | undefined): "typescript" | "javascript" {
+  const l = lang ?? (file && /\.(m?js|cjs)$/.test(file) ? "js" : "ts");
+  if (l === "ts" || l === "typescript") return "typescript";
+  if (l === "js" || l === "javascript") return "javascript";
+  throw new UsageError(`--lang takes ts or js, got "${l}"`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError(errorMessage(err));
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  const [command = "serve", ...rest] = positionals;
+  const interactive = command !== "serve";
+  const config: Config = loadConfig({
+    env: process.env,
+    configFile: values.config,
+    flags: {
+      dataDir: values["data-dir"],
+      "sandbox.runtime": values.runtime,
+      "sandbox.profile": values.profile,
+      "sandbox.image": values.image,
+      // A person reads the CLI commands' stderr: only what needs attention, unless asked.
+      logLevel: values["log-level"] ?? (interactive && !process.env.CODEBOX_LOG_LEVEL ? (command === "run" ? "warn" : "info") : undefined),
+    },
+  });
+  const logger = createLogger({ level: config.logLevel as LogLevel, pretty: interactive });
+
+  switch (command) {
+    case "serve": {
+      if (rest.length > 0) throw new UsageError(`serve takes no arguments, got "${rest.join(" ")}"`);
+      const app = createApp(config, logger);
+      await serveStdio(app);
+      return -1; // keep running
+    }
+    case "run": {
+      const file = rest[0];
+      if ((file === undefined) === (values.eval === undefined)) throw new UsageError("run takes a file or -e <code> (one of the two)");
+      let code: string;
+      if (values.eval !== undefined) code = values.eval;
+      else {
+        try {
+          code = readFileSync(file!, "utf8");
+        } catch (err) {
+          throw new UsageError(`cannot read ${file}: ${errorMessage(err)}`);
+        }
+      }
+      const app = createApp(config, logger);
+      try {
+        const ac = new AbortController();
+        process.once("SIGINT", () => ac.abort());
+        const r = await app.executor.execute({ userId: config.userId, code, language: languageFor(values.lang, file), timeoutMs: parseInteger("timeout", values.timeout), signal: ac.signal });
+        process.stdout.write(r.stdout);
+        process.stderr.write(r.stderr);
+        if (r.stdoutTruncated || r.stderrTruncated) logger.warn(`output cut at ${config.sandbox.maxOutputBytes} bytes per stream (stdout ${r.stdoutBytes} bytes, stderr ${r.stderrBytes} bytes in all)`);
+        if (r.timedOut) logger.error(`timed out after ${r.durationMs} ms; the sandbox was killed`);
+        if (r.oomKilled) logger.error("killed: out of memory");
+        return r.exitCode ?? (r.timedOut ? 124 : 137);
+      } finally {
+        await app.close();
+      }
+    }
+    case "doctor": {
+      const app = createApp(config, logger);
+      try {
+        const results = await runDoctor(app);
+        process.stdout.write(`${formatDoctor(results)}\n`);
+        const failed = results.filter((r) => !r.ok).length;
+        process.stdout.write(failed === 0 ? "all checks passed\n" : `${failed} check(s) failed\n`);
+        return failed === 0 ? 0 : 1;
+      } finally {
+        await app.close();
+      }
+    }
+    case "image": {
+      if (rest[0] !== "build" || rest.length > 1) throw new UsageError('image takes one subcommand: "image build [--offline]"');
+      const app = createApp(config, logger);
+      try {
+        await app.backend.engineInfo();
+        const { tag, method } = await app.backend.buildImage(values.offline ? true : undefined);
+        process.stdout.write(`built ${tag} (${method})\n`);
+        return 0;
+      } finally {
+        await app.close();
+      }
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) process.stderr.write(`codebox-mcp: ${err.message}\nRun \`codebox-mcp --help\` for usage.\n`);
+    else if (err instanceof CodeboxError) process.stderr.write(`codebox-mcp: ${err.message}\n`);
+    else process.stderr.write(`codebox-mcp: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  },
+);

@@ -1,0 +1,30 @@
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { CodeExecutor } from "../sandbox/executor.js";
+import type { Logger } from "../shared/logger.js";
+import { packageVersion } from "../shared/paths.js";
+import { registerExecuteCodeTool } from "./tools/execute-code.js";
+
+export interface McpServerDeps {
+  executor: CodeExecutor;
+  logger: Logger;
+  localUserId: string;
+}
+
+export const SERVER_INSTRUCTIONS =
+  "codebox-mcp runs code in fresh, hardened, single-use sandboxes. Use execute_code to compute, transform data, " +
+  "or work with files in /workspace (kept between calls). Print only what you need to see.";
+
+/** One MCP server per client connection; all share the executor (and so the engine and limits). */
+export function createMcpServer(deps: McpServerDeps): McpServer {
+  const server = new McpServer(
+    { name: "codebox-mcp", title: "codebox-mcp", version: packageVersion() },
+    { capabilities: { tools: {}, logging: {} }, instructions: SERVER_INSTRUCTIONS },
+  );
+  registerExecuteCodeTool(server, {
+    executor: deps.executor,
+    logger: deps.logger,
+    userIdFor: () => deps.localUserId,
+    nodeVersion: process.versions.node,
+  });
+  return server;
+}

@@ -1,0 +1,30 @@
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import type { App } from "../app.js";
+
+/**
+ * Serves MCP over stdin/stdout. stdout carries only protocol frames; every log line goes to
+ * stderr. Ends (removing every container it started) when the client closes stdin or on
+ * SIGINT/SIGTERM.
+ */
+export async function serveStdio(app: App): Promise<void> {
+  const server = app.createServer();
+  const transport = new StdioServerTransport();
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.logger.info(`shutting down (${why})`);
+    const force = setTimeout(() => process.exit(0), 10_000);
+    force.unref();
+    await app.close().catch(() => {});
+    await server.close().catch(() => {});
+    process.exit(0);
+  };
+  process.stdin.once("end", () => void stop("client closed stdin"));
+  process.stdin.once("close", () => void stop("client closed stdin"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  await server.connect(transport);
+  app.logger.info("codebox-mcp serving MCP over stdio", { dataDir: app.config.dataDir, runtime: app.config.sandbox.runtime, image: app.backend.image });
+  void app.warmUp();
+}
