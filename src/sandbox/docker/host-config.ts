@@ -76,6 +76,8 @@ export function containerSpec(o: ContainerSpecOptions): ContainerCreateOptions {
     // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
     Cmd: ["/usr/local/bin/node", `--max-old-space-size=${o.profile.memoryMiB}`, "/opt/codebox/runner.mjs"],
     User: `${o.uid}:${o.uid}`,
+    // A fixed name instead of the container id.
+    Hostname: "codebox",
     WorkingDir: "/workspace",
     // Security: only these variables; nothing from the host's environment.
     Env: ["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"],

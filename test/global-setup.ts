@@ -1,0 +1,25 @@
+import { existsSync } from "node:fs";
+import { createApp } from "../src/app.js";
+import { loadConfig } from "../src/config/load.js";
+import { createLogger } from "../src/shared/logger.js";
+import { cliPath, docker, ourContainers, tempDir } from "./helpers.js";
+
+// Before any test: the built CLI exists and the sandbox image is built once (so tests running
+// in parallel do not race to build it). After all tests: no container of ours is left.
+export async function setup(): Promise<void> {
+  if (!existsSync(cliPath)) throw new Error("dist/cli.js is missing: run `npm run build` first (npm test does)");
+  await docker.ping().catch((err: unknown) => {
+    throw new Error(`The Docker engine is not reachable (${String(err)}). Run scripts/setup.sh as root first; the tests need a real engine.`);
+  });
+  const app = createApp(loadConfig({ env: {}, flags: { dataDir: tempDir("setup"), logLevel: "warn" } }), createLogger({ level: "warn" }));
+  await app.backend.ensureImage();
+  await app.close();
+}
+
+export async function teardown(): Promise<void> {
+  const left = await ourContainers();
+  if (left.length > 0) {
+    await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
+    throw new Error(`${left.length} sandbox container(s) were left behind by the tests: ${left.map((c) => c.Id.slice(0, 12)).join(", ")}`);
+  }
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULT_PROFILES } from "../../src/config/schema.js";
+import { containerSpec } from "../../src/sandbox/docker/host-config.js";
+
+const spec = containerSpec({
+  image: "img",
+  uid: 10001,
+  labels: { a: "b" },
+  profile: DEFAULT_PROFILES.standard,
+  runtime: "runc",
+  seccompJson: '{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}',
+  workspaceDir: "/data/users/u/workspace",
+  skillsDir: "/data/users/u/skills",
+  nofile: 256,
+  fsizeBytes: 1024,
+});
+const hc = spec.HostConfig!;
+
+// Every layer of the security model, pinned. A change here must be a decision, not an accident.
+describe("hardened container spec", () => {
+  it("runs as the given non-root user with only our environment", () => {
+    expect(spec.User).toBe("10001:10001");
+    expect(spec.Env).toEqual(["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"]);
+    expect(spec.WorkingDir).toBe("/workspace");
+  });
+  it("drops all capabilities, forbids new privileges and applies the seccomp profile", () => {
+    expect(hc.CapDrop).toEqual(["ALL"]);
+    expect(hc.CapAdd).toBeUndefined();
+    expect(hc.Privileged).toBe(false);
+    expect(hc.SecurityOpt).toContain("no-new-privileges:true");
+    expect(hc.SecurityOpt?.find((o) => o.startsWith("seccomp="))).toContain("SCMP_ACT_ERRNO");
+  });
+  it("has no network, a read-only root and a small noexec /tmp", () => {
+    expect(hc.NetworkMode).toBe("none");
+    expect(spec.NetworkDisabled).toBe(true);
+    expect(hc.ReadonlyRootfs).toBe(true);
+    expect(hc.Tmpfs?.["/tmp"]).toMatch(/noexec/);
+    expect(hc.Tmpfs?.["/tmp"]).toMatch(/nosuid/);
+    expect(hc.Tmpfs?.["/tmp"]).toMatch(/nodev/);
+    expect(hc.Tmpfs?.["/tmp"]).toMatch(/size=64m/);
+    expect(hc.IpcMode).toBe("none");
+  });
+  it("limits memory without swap, CPU, processes, files and file size", () => {
+    expect(hc.Memory).toBe(256 * 1024 * 1024);
+    expect(hc.MemorySwap).toBe(hc.Memory);
+    expect(hc.NanoCpus).toBe(0.5e9);
+    expect(hc.PidsLimit).toBe(64);
+    expect(hc.Ulimits).toEqual(expect.arrayContaining([{ Name: "nofile", Soft: 256, Hard: 256 }, { Name: "fsize", Soft: 1024, Hard: 1024 }]));
+  });
+  it("mounts only the user's own directories and keeps no logs", () => {
+    expect(hc.Binds).toBeUndefined();
+    expect(hc.Mounts?.map((m) => [m.Source, m.Target, m.ReadOnly])).toEqual([
+      ["/data/users/u/workspace", "/workspace", false],
+      ["/data/users/u/skills", "/skills", false],
+    ]);
+    expect(hc.LogConfig?.Type).toBe("none");
+    expect(hc.AutoRemove).toBe(true);
+  });
+});
