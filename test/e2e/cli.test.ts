@@ -1,0 +1,178 @@
+import { execFile, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { LABEL } from "../../src/sandbox/docker/labels.js";
+import { cliPath, removeDir, repoRoot, tempDir, waitForNoContainers } from "../helpers.js";
+
+const execFileP = promisify(execFile);
+const USER = `e2e-cli-${process.pid}`;
+const dataDir = tempDir("e2e-cli");
+const baseEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_DATA_DIR: dataDir, CODEBOX_USER_ID: USER };
+
+interface Exec {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+async function exec(cmd: string, args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<Exec> {
+  try {
+    const { stdout, stderr } = await execFileP(cmd, args, { env: opts.env ?? baseEnv, cwd: opts.cwd ?? repoRoot, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === "number" ? e.code : -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+afterEach(async () => {
+  expect(await waitForNoContainers({ label: LABEL.user, value: USER })).toEqual([]);
+});
+afterAll(() => removeDir(dataDir));
+
+describe("the README's server line", () => {
+  it("starts a server that the SDK Client initializes and runs code on", async () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const line = /<!-- server-line -->\s*```(?:bash|sh)?\n([^\n]+)\n```/.exec(readme)?.[1];
+    expect(line, "README.md must mark its server line with <!-- server-line -->").toBeTruthy();
+    const transport = new StdioClientTransport({ command: "bash", args: ["-c", line!], cwd: repoRoot, env: baseEnv, stderr: "pipe" });
+    const client = new Client({ name: "readme-line", version: "1" });
+    await client.connect(transport);
+    try {
+      const r = (await client.callTool({ name: "execute_code", arguments: { code: "const x: number = 21; console.log(x * 2)" } })) as CallToolResult;
+      expect(r.structuredContent).toMatchObject({ stdout: "42\n", exitCode: 0 });
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe("the MCP Inspector CLI", () => {
+  it("calls execute_code and gets the result as JSON", async () => {
+    const inspector = join(repoRoot, "node_modules", ".bin", "mcp-inspector");
+    const r = await exec(inspector, [
+      "--cli",
+      "-e", `CODEBOX_DATA_DIR=${dataDir}`,
+      "-e", `CODEBOX_USER_ID=${USER}`,
+      process.execPath, cliPath,
+      "--method", "tools/call",
+      "--tool-name", "execute_code",
+      "--tool-arg", "code=const x: number = 21; console.log(x * 2)",
+    ]);
+    // The inspector exits 0 even when a call fails: the JSON is what counts.
+    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as CallToolResult;
+    expect(json.isError).toBeFalsy();
+    expect(json.structuredContent).toMatchObject({ stdout: "42\n", exitCode: 0, timedOut: false });
+  });
+
+  it("lists the tools", async () => {
+    const r = await exec(join(repoRoot, "node_modules", ".bin", "mcp-inspector"), ["--cli", "-e", `CODEBOX_DATA_DIR=${dataDir}`, process.execPath, cliPath, "--method", "tools/list"]);
+    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as { tools: Array<{ name: string }> };
+    expect(json.tools.map((t) => t.name)).toContain("execute_code");
+  });
+});
+
+describe("codebox-mcp doctor", () => {
+  it("exits 0 with every check passing when the engine runs", async () => {
+    const r = await exec(process.execPath, [cliPath, "doctor"]);
+    expect(r.stdout).toContain("all checks passed");
+    expect(r.code).toBe(0);
+  });
+
+  it("exits non-zero and names the fix when the engine is stopped", async () => {
+    const r = await exec(process.execPath, [cliPath, "doctor"], { env: { ...baseEnv, CODEBOX_DOCKER_HOST: `unix://${dataDir}/stopped.sock` } });
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toMatch(/FAIL\s+engine/);
+    expect(r.stdout).toMatch(/fix: start the Docker engine/);
+  });
+});
+
+describe("codebox-mcp run", () => {
+  it("prints the output and exits with the code's exit code", async () => {
+    const ok = await exec(process.execPath, [cliPath, "run", "-e", "const n: number = 6; console.log(n * 7)"]);
+    expect(ok).toMatchObject({ code: 0, stdout: "42\n" });
+    const failing = await exec(process.execPath, [cliPath, "run", "--lang", "js", "-e", "console.error('bad'); process.exit(4)"]);
+    expect(failing.code).toBe(4);
+    expect(failing.stderr).toContain("bad");
+  });
+
+  it("explains usage errors", async () => {
+    const r = await exec(process.execPath, [cliPath, "run"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/run takes a file or -e/);
+  });
+});
+
+describe("when the engine goes away and comes back", () => {
+  it("reports the outage as a tool error, then works again without a restart", async () => {
+    // A pass-through proxy to the real engine socket: closing it is, for the server, the engine stopping.
+    const sock = join(dataDir, "engine-proxy.sock");
+    const conns = new Set<net.Socket>();
+    const makeProxy = () =>
+      net.createServer((c) => {
+        const up = net.connect("/var/run/docker.sock");
+        conns.add(c).add(up);
+        c.pipe(up).pipe(c);
+        const close = () => {
+          c.destroy();
+          up.destroy();
+        };
+        c.on("error", close).on("close", close);
+        up.on("error", close).on("close", close);
+      });
+    let proxy = makeProxy();
+    await new Promise<void>((r) => proxy.listen(sock, r));
+    const transport = new StdioClientTransport({ command: process.execPath, args: [cliPath], env: { ...baseEnv, CODEBOX_DOCKER_HOST: `unix://${sock}` }, stderr: "pipe" });
+    const client = new Client({ name: "engine-outage", version: "1" });
+    await client.connect(transport);
+    const run = () => client.callTool({ name: "execute_code", arguments: { code: "console.log('up')" } }) as Promise<CallToolResult>;
+    try {
+      expect((await run()).structuredContent).toMatchObject({ stdout: "up\n" });
+      await new Promise<void>((r) => proxy.close(() => r()));
+      for (const c of conns) c.destroy();
+      const down = await run();
+      expect(down.isError).toBe(true);
+      expect(down.content[0]).toMatchObject({ type: "text" });
+      expect((down.content[0] as { text: string }).text).toContain("codebox-mcp doctor");
+      proxy = makeProxy();
+      await new Promise<void>((r) => proxy.listen(sock, r));
+      expect((await run()).structuredContent).toMatchObject({ stdout: "up\n" });
+    } finally {
+      await client.close();
+      proxy.close();
+      for (const c of conns) c.destroy();
+    }
+  });
+});
+
+describe("the npm package", () => {
+  it("packs into a tarball that `npx <tarball> --version` runs", async () => {
+    const dir = tempDir("pack");
+    try {
+      const packed = await exec("npm", ["pack", "--ignore-scripts", "--pack-destination", dir], { env: { ...process.env } as Record<string, string> });
+      expect(packed.code, packed.stderr).toBe(0);
+      const tarball = readdirSync(dir).find((f) => f.endsWith(".tgz"));
+      expect(tarball).toMatch(/^codebox-mcp-\d+\.\d+\.\d+\.tgz$/);
+      const version = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string }).version;
+      const r = await exec("npx", ["--yes", `./${tarball}`, "--version"], { cwd: dir, env: { ...process.env, npm_config_yes: "true" } as Record<string, string>, timeoutMs: 300_000 });
+      expect(r.stdout.trim(), r.stderr).toBe(version);
+    } finally {
+      removeDir(dir);
+    }
+  }, 320_000);
+});
+
+describe("stdio server lifecycle", () => {
+  it("exits cleanly when the client closes stdin", async () => {
+    const child = spawn(process.execPath, [cliPath], { env: baseEnv, stdio: ["pipe", "pipe", "pipe"] });
+    await new Promise((r) => setTimeout(r, 500));
+    child.stdin.end();
+    const code = await new Promise<number | null>((r) => child.once("exit", r));
+    expect(code).toBe(0);
+  });
+});
