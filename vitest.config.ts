@@ -10,6 +10,6 @@ export default defineConfig({
     // Containers and a real engine: two files at a time suits a 2-core machine.
     maxWorkers: 2,
     minWorkers: 1,
-    reporters: ["default"],
+    reporters: ["default", ["json", { outputFile: "test-results/vitest.json" }]],
   },
 });
