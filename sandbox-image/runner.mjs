@@ -64,6 +64,9 @@ try {
   fail(`could not read the code to run: ${err.message}`);
 }
 if (typeof payload?.code !== "string") fail("payload has no code");
+// Per-run variables (the bridge's socket and token) arrive with the code, so a container
+// started ahead of time gets them only when it is handed its run.
+for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
 
 await handOver(payload);
 try {

@@ -1,4 +1,5 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { Bridge } from "./bridge/bridge.js";
 import type { Config } from "./config/schema.js";
 import { createMcpServer } from "./mcp/server.js";
 import type { SandboxBackend } from "./sandbox/backend.js";
@@ -13,6 +14,7 @@ export interface App {
   logger: Logger;
   backend: DockerSandboxBackend;
   executor: CodeExecutor;
+  bridge: Bridge;
   /** A new MCP server bound to this app's parts (one per client connection). */
   createServer(): McpServer;
   /** Background start-up work: remove orphans, make sure the image exists. Never throws. */
@@ -24,15 +26,18 @@ export interface App {
 export function createApp(config: Config, logger: Logger): App {
   const backend = new DockerSandboxBackend({ config, logger });
   const dirs = new UserDirectories(config.dataDir, backend.uid());
-  const executor = new CodeExecutor(config, backend as SandboxBackend, dirs, logger);
+  const bridge = new Bridge(config, logger);
+  const executor = new CodeExecutor(config, backend as SandboxBackend, dirs, logger, bridge);
   let closed = false;
   return {
     config,
     logger,
     backend,
     executor,
-    createServer: () => createMcpServer({ executor, logger, localUserId: config.userId }),
+    bridge,
+    createServer: () => createMcpServer({ executor, bridge, logger, localUserId: config.userId }),
     async warmUp() {
+      void bridge.start();
       try {
         const removed = await backend.reapOrphans();
         if (removed > 0) logger.info(`removed ${removed} sandbox container(s) left by a server that exited`);
@@ -45,6 +50,7 @@ export function createApp(config: Config, logger: Logger): App {
       if (closed) return;
       closed = true;
       await backend.close();
+      await bridge.close();
     },
   };
 }

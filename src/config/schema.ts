@@ -25,6 +25,28 @@ export const DEFAULT_PROFILES: Record<ProfileName, ResourceProfile> = {
 
 const profileOverride = (name: ProfileName) => ResourceProfileSchema.partial().prefault({}).transform((p) => ({ ...DEFAULT_PROFILES[name], ...p }));
 
+/** Server names become directory names and identifiers in /servers: keep them simple. */
+export const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+// The same shapes editors use in their `mcpServers` config, so a block can be pasted as-is.
+// Unknown keys (an editor's own, like "autoApprove") are ignored rather than refused.
+export const StdioServerSchema = z.object({
+  type: z.literal("stdio").optional(),
+  command: z.string().min(1),
+  args: z.array(z.string()).default([]),
+  env: z.record(z.string(), z.string()).default({}),
+  cwd: z.string().optional(),
+  disabled: z.boolean().optional(),
+});
+export const HttpServerSchema = z.object({
+  type: z.enum(["http", "streamable-http", "streamableHttp"]).optional(),
+  url: z.url(),
+  headers: z.record(z.string(), z.string()).default({}),
+  disabled: z.boolean().optional(),
+});
+export const UpstreamServerSchema = z.union([StdioServerSchema, HttpServerSchema]);
+export type UpstreamServerSpec = z.infer<typeof UpstreamServerSchema>;
+
 export const ConfigSchema = z
   .object({
     dataDir: z.string().min(1),
@@ -58,6 +80,21 @@ export const ConfigSchema = z
         nofile: z.number().int().min(16).max(65536).default(256),
         fsizeMiB: z.number().int().min(1).max(1024 * 1024).default(256),
         seccompProfile: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
+    mcpServers: z
+      .record(z.string().regex(SERVER_NAME, "server names are 1-64 letters, digits, '_' or '-'"), UpstreamServerSchema)
+      .default({}),
+    bridge: z
+      .object({
+        transport: z.enum(["unix", "tcp"]).default("unix"),
+        tcpHost: z.string().default("host.docker.internal"),
+        maxCallsPerRun: z.number().int().min(1).max(100_000).default(500),
+        maxResponseBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+        maxRequestBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+        callTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
+        connectTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
       })
       .strict()
       .prefault({}),

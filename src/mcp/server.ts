@@ -1,11 +1,14 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { Bridge } from "../bridge/bridge.js";
 import type { CodeExecutor } from "../sandbox/executor.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
 import { registerExecuteCodeTool } from "./tools/execute-code.js";
+import { registerSearchToolsTool } from "./tools/search-tools.js";
 
 export interface McpServerDeps {
   executor: CodeExecutor;
+  bridge: Bridge;
   logger: Logger;
   localUserId: string;
 }
@@ -25,6 +28,8 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     logger: deps.logger,
     userIdFor: () => deps.localUserId,
     nodeVersion: process.versions.node,
+    upstreams: deps.bridge.pool.names,
   });
+  registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger });
   return server;
 }

@@ -5,6 +5,12 @@ import type { ResourceProfile } from "../config/schema.js";
 export const LANGUAGES = ["typescript", "javascript"] as const;
 export type Language = (typeof LANGUAGES)[number];
 
+export interface ExtraMount {
+  source: string;
+  target: string;
+  readOnly: boolean;
+}
+
 export interface RunRequest {
   runId: string;
   userId: string;
@@ -15,6 +21,10 @@ export interface RunRequest {
   profile: ResourceProfile;
   /** Host directories bind-mounted into the sandbox. */
   mounts: { workspace: string; skills: string };
+  /** More bind mounts (the generated /servers tree, the run's callback socket directory). */
+  extraMounts?: ExtraMount[];
+  /** Variables the runner sets for this run only (e.g. the bridge token); sent with the code, not at container creation. */
+  env?: Record<string, string>;
   /** Aborting kills and removes the container (client cancellation, server shutdown). */
   signal?: AbortSignal;
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Bridge } from "../bridge/bridge.js";
 import type { Config, ProfileName } from "../config/schema.js";
 import { InputError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -21,6 +22,7 @@ export class CodeExecutor {
     private readonly backend: SandboxBackend,
     private readonly dirs: UserDirectories,
     private readonly logger: Logger,
+    private readonly bridge?: Bridge,
   ) {}
 
   limits(profileName?: ProfileName) {
@@ -38,17 +40,26 @@ export class CodeExecutor {
       throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
     }
     const runId = randomUUID();
+    const timeoutMs = req.timeoutMs ?? limits.timeoutMs;
     const mounts = await this.dirs.ensure(req.userId);
     this.logger.debug("run requested", { runId, userId: req.userId, language: req.language, codeBytes: bytes });
-    return this.backend.run({
-      runId,
-      userId: req.userId,
-      language: req.language,
-      code: req.code,
-      timeoutMs: req.timeoutMs ?? limits.timeoutMs,
-      profile: limits,
-      mounts: { workspace: mounts.workspace, skills: mounts.skills },
-      ...(req.signal ? { signal: req.signal } : {}),
-    });
+    const bridge = await this.bridge?.openRun({ runId, userId: req.userId, timeoutMs });
+    try {
+      return await this.backend.run({
+        runId,
+        userId: req.userId,
+        language: req.language,
+        code: req.code,
+        timeoutMs,
+        profile: limits,
+        mounts: { workspace: mounts.workspace, skills: mounts.skills },
+        extraMounts: bridge?.mounts ?? [],
+        env: bridge?.env ?? {},
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+    } finally {
+      // Security: the token dies and the socket disappears the moment the run ends.
+      await bridge?.close();
+    }
   }
 }

@@ -10,7 +10,8 @@ export type ErrorCode =
   | "CODEBOX_RUNTIME_MISSING"
   | "CODEBOX_SANDBOX_FAILED"
   | "CODEBOX_CANCELED"
-  | "CODEBOX_UNSAFE_PATH";
+  | "CODEBOX_UNSAFE_PATH"
+  | "CODEBOX_UPSTREAM_UNAVAILABLE";
 
 export class CodeboxError extends Error {
   readonly code: ErrorCode;

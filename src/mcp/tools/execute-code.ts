@@ -28,14 +28,21 @@ export interface ExecuteCodeDeps {
   /** The user the call runs as (stdio: the configured local user). */
   userIdFor: (authInfo: unknown) => string;
   nodeVersion: string;
+  /** Names of the configured upstream MCP servers. */
+  upstreams: string[];
 }
 
 function kib(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
 }
 
-export function describeExecuteCode(executor: CodeExecutor, nodeVersion: string): string {
+export function describeExecuteCode(executor: CodeExecutor, nodeVersion: string, upstreams: string[] = []): string {
   const l = executor.limits();
+  const bridge = upstreams.length
+    ? [
+        `- Call tools of these MCP servers from code: ${upstreams.join(", ")}. Each is a module: \`import { toolName } from "/servers/<server>/index.ts"\`, one typed function per tool (\`/servers/<server>/<tool>.ts\` has its types and docs). Find tools with the search_tools tool, or from code by reading /servers/index.json. Filter big results in code and print only what matters.`,
+      ]
+    : [];
   return [
     `Run TypeScript or JavaScript in a fresh, isolated sandbox (Node.js ${nodeVersion}, Linux container) and get back what it printed.`,
     "",
@@ -43,6 +50,7 @@ export function describeExecuteCode(executor: CodeExecutor, nodeVersion: string)
     "- Each call starts from nothing: no variables or processes survive between calls. Files do: /workspace is your working directory and keeps its files between calls; /skills holds reusable modules you can import.",
     "- The code is an ES module: top-level await works; import Node built-ins (`import { readFile } from \"node:fs/promises\"`) and your own .ts/.js files (`import { f } from \"/workspace/util.ts\"`). TypeScript types are stripped, not checked. No npm packages are installed.",
     "- No network: DNS, HTTP and sockets to the outside all fail.",
+    ...bridge,
     `- Limits: ${l.memoryMiB} MiB memory, ${l.cpus} CPU, ${l.timeoutMs / 1000} s (pass timeoutMs for less), ${kib(l.maxOutputBytes)} of stdout and of stderr returned (the rest is cut and flagged), ${kib(l.maxCodeBytes)} of code.`,
     "- Print what you need with console.log: a summary, the rows that matter, not whole datasets. Only what the code prints comes back.",
     "- The result has exitCode, stdout, stderr, durationMs and flags timedOut, oomKilled, stdoutTruncated, stderrTruncated. A non-zero exit or thrown error is reported, not hidden: read stderr.",
@@ -69,7 +77,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
     "execute_code",
     {
       title: "Execute code in a sandbox",
-      description: describeExecuteCode(deps.executor, deps.nodeVersion),
+      description: describeExecuteCode(deps.executor, deps.nodeVersion, deps.upstreams),
       inputSchema: executeCodeInput,
       outputSchema: executeCodeOutput,
       annotations: {
@@ -78,8 +86,8 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
         readOnlyHint: false,
         destructiveHint: true,
         idempotentHint: false,
-        // No network from the sandbox.
-        openWorldHint: false,
+        // No network from the sandbox; with upstream servers configured, the code reaches them.
+        openWorldHint: deps.upstreams.length > 0,
       },
     },
     async (args, extra) => {

@@ -156,6 +156,7 @@ export class DockerSandboxBackend implements SandboxBackend {
       skillsDir: request.mounts.skills,
       nofile: s.nofile,
       fsizeBytes: s.fsizeMiB * 1024 * 1024,
+      extraMounts: request.extraMounts,
     });
 
     const container = await this.docker.createContainer(spec);
@@ -195,7 +196,7 @@ export class DockerSandboxBackend implements SandboxBackend {
       await container.start();
       const startedAt = Date.now();
       timer = setTimeout(() => kill("timeout"), request.timeoutMs);
-      stream.write(`${JSON.stringify({ code: request.code, language: request.language })}\n`);
+      stream.write(`${JSON.stringify({ code: request.code, language: request.language, env: request.env ?? {} })}\n`);
       if (request.signal?.aborted) kill("cancel");
 
       const { StatusCode } = await exited;

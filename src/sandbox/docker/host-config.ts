@@ -1,5 +1,6 @@
 import type { ContainerCreateOptions, HostConfig } from "dockerode";
 import type { ResourceProfile } from "../../config/schema.js";
+import type { ExtraMount } from "../backend.js";
 
 export interface HardeningOptions {
   profile: ResourceProfile;
@@ -10,6 +11,7 @@ export interface HardeningOptions {
   skillsDir: string;
   nofile: number;
   fsizeBytes: number;
+  extraMounts?: ExtraMount[] | undefined;
 }
 
 const MiB = 1024 * 1024;
@@ -53,6 +55,7 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
     Mounts: [
       { Type: "bind", Source: o.workspaceDir, Target: "/workspace", ReadOnly: false, BindOptions: { Propagation: "rprivate" } },
       { Type: "bind", Source: o.skillsDir, Target: "/skills", ReadOnly: false, BindOptions: { Propagation: "rprivate" } },
+      ...(o.extraMounts ?? []).map((m) => ({ Type: "bind", Source: m.source, Target: m.target, ReadOnly: m.readOnly, BindOptions: { Propagation: "rprivate" } })),
     ] as HostConfig["Mounts"],
     // Security: output goes only to our attach stream; a json-file log would let a flood fill the host disk.
     LogConfig: { Type: "none", Config: {} },

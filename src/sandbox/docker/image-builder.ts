@@ -17,6 +17,8 @@ export const REGISTRY_BASE_IMAGE = "node:22-alpine";
 export const SANDBOX_IMAGE_UID = 10001;
 
 const RUNNER_FILES = ["runner.mjs", "hooks.mjs"] as const;
+/** Bump when the image's layout changes in a way the runner files do not show. */
+const IMAGE_RECIPE = "2";
 
 function runnerDir(): string {
   return packagePath("dist", "sandbox-image");
@@ -41,7 +43,7 @@ function readRunnerFiles(): Map<string, Buffer> {
 export function defaultImageTag(): string {
   const hash = createHash("sha256");
   for (const [name, body] of readRunnerFiles()) hash.update(name).update(body);
-  hash.update(process.version);
+  hash.update(process.version).update(IMAGE_RECIPE);
   return `codebox-mcp-sandbox:${packageVersion()}-${hash.digest("hex").slice(0, 12)}`;
 }
 
@@ -175,7 +177,7 @@ async function offlineContext(): Promise<Pack> {
     "",
   ].join("\n");
   addFile(tar, "Dockerfile", dockerfile);
-  const dirs = new Set<string>(["rootfs/etc", "rootfs/opt/codebox", "rootfs/usr/local/bin", "rootfs/workspace", "rootfs/skills", "rootfs/servers"]);
+  const dirs = new Set<string>(["rootfs/etc", "rootfs/opt/codebox", "rootfs/usr/local/bin", "rootfs/workspace", "rootfs/skills", "rootfs/servers", "rootfs/run", "rootfs/run/codebox"]);
   for (const lib of libs) {
     const parts = lib.split("/").slice(1, -1);
     for (let i = 1; i <= parts.length; i++) dirs.add(`rootfs/${parts.slice(0, i).join("/")}`);

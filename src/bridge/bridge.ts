@@ -1,0 +1,104 @@
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Config } from "../config/schema.js";
+import type { ExtraMount } from "../sandbox/backend.js";
+import type { Logger } from "../shared/logger.js";
+import { type CallbackEvent, RunCallbackServer } from "./callback-server.js";
+import { RunTokens } from "./run-tokens.js";
+import { type SearchDetail, type SearchHit, searchTools } from "./search.js";
+import { ServersDirectory } from "./servers-dir.js";
+import { UpstreamPool } from "./upstream-pool.js";
+
+/** Where the sandbox finds its bridge. */
+export const SANDBOX_SOCKET_DIR = "/run/codebox";
+export const SANDBOX_SOCKET = `${SANDBOX_SOCKET_DIR}/mcp.sock`;
+/** Slack between issuing a token and the container's clock starting (create + start). */
+const START_MARGIN_MS = 15_000;
+/** sockaddr_un.sun_path holds 108 bytes; stay well under it. */
+const MAX_SOCKET_PATH = 100;
+
+export interface RunBridge {
+  mounts: ExtraMount[];
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+/**
+ * The MCP bridge: upstream connections, the generated /servers code API, per-run tokens and
+ * per-run callback sockets. Sandboxed code calls upstream tools only through it.
+ */
+export class Bridge {
+  readonly pool: UpstreamPool;
+  readonly tokens = new RunTokens();
+  readonly servers: ServersDirectory;
+  private started: Promise<void> | undefined;
+
+  constructor(
+    private readonly config: Config,
+    private readonly logger: Logger,
+    private readonly onEvent?: (e: CallbackEvent) => void,
+  ) {
+    this.pool = new UpstreamPool(config.mcpServers, { connectTimeoutMs: config.bridge.connectTimeoutMs, logger });
+    this.servers = new ServersDirectory(join(config.dataDir, "generated"), logger);
+    this.pool.on("toolsChanged", () => {
+      if (this.started) void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));
+    });
+  }
+
+  /** Connects the upstreams (failures are logged and retried, never fatal) and writes /servers. */
+  start(): Promise<void> {
+    this.started ??= (async () => {
+      await this.pool.start();
+      await this.servers.update(this.pool.tools());
+    })();
+    return this.started;
+  }
+
+  private runDir(): string {
+    const id = randomBytes(8).toString("hex");
+    const preferred = join(this.config.dataDir, "run", id);
+    if (Buffer.byteLength(join(preferred, "mcp.sock")) <= MAX_SOCKET_PATH) return preferred;
+    return join(tmpdir(), `codebox-run-${process.getuid?.() ?? 0}`, id);
+  }
+
+  /** Everything one run needs to reach the bridge; close() revokes the token and removes the socket. */
+  async openRun(run: { runId: string; userId: string; timeoutMs: number }): Promise<RunBridge> {
+    await this.start();
+    const servers = new Set(this.pool.names);
+    const token = this.tokens.issue({ runId: run.runId, userId: run.userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
+    let callback: RunCallbackServer;
+    try {
+      callback = await RunCallbackServer.start(run.runId, this.runDir(), {
+        tokens: this.tokens,
+        upstreams: this.pool,
+        limits: this.config.bridge,
+        logger: this.logger,
+        ...(this.onEvent ? { onEvent: this.onEvent } : {}),
+      });
+    } catch (err) {
+      this.tokens.revoke(run.runId);
+      throw err;
+    }
+    const serversPath = await this.servers.path(() => this.pool.tools());
+    return {
+      mounts: [
+        { source: serversPath, target: "/servers", readOnly: true },
+        { source: callback.dir, target: SANDBOX_SOCKET_DIR, readOnly: true },
+      ],
+      env: { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token },
+      close: async () => {
+        this.tokens.revoke(run.runId);
+        await callback.close();
+      },
+    };
+  }
+
+  search(query: string, options: { server?: string | undefined; detail: SearchDetail; limit: number }): SearchHit[] {
+    return searchTools(this.servers.entries, query, options);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}

@@ -1,0 +1,182 @@
+import { chmod, mkdir, rm } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { join } from "node:path";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { errorMessage } from "../shared/errors.js";
+import type { Logger } from "../shared/logger.js";
+import type { RunTokens } from "./run-tokens.js";
+import type { UpstreamPool } from "./upstream-pool.js";
+
+export interface CallbackLimits {
+  maxCallsPerRun: number;
+  maxResponseBytes: number;
+  maxRequestBytes: number;
+  callTimeoutMs: number;
+}
+
+export interface CallbackDeps {
+  tokens: RunTokens;
+  upstreams: UpstreamPool;
+  limits: CallbackLimits;
+  logger: Logger;
+  /** Receives one record per call and per refusal (the audit log, metrics). */
+  onEvent?: (event: CallbackEvent) => void;
+}
+
+export type CallbackEvent =
+  | { kind: "call"; runId: string; userId: string; server: string; tool: string; ok: boolean; durationMs: number; responseBytes: number; error?: string }
+  | { kind: "refusal"; runId: string; status: number; reason: string; server?: string; tool?: string };
+
+/**
+ * The callback endpoint of one run: `POST /internal/mcp-call` on a unix socket that only this
+ * run's container can reach (it is bind-mounted into it alone). Separate from any client-facing
+ * listener. Every byte that arrives here came from sandboxed code.
+ */
+export class RunCallbackServer {
+  private readonly server: Server;
+  private readonly inflight = new Set<AbortController>();
+  private ended = false;
+  readonly socketPath: string;
+
+  private constructor(
+    private readonly runId: string,
+    readonly dir: string,
+    private readonly deps: CallbackDeps,
+  ) {
+    this.socketPath = join(dir, "mcp.sock");
+    this.server = createServer({ maxHeaderSize: 8 * 1024, requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.deps.logger.error("callback handler failed", { runId, err: errorMessage(err) });
+        if (!res.headersSent) send(res, 500, { error: "internal error in the bridge" });
+      });
+    });
+    this.server.keepAliveTimeout = 5_000;
+  }
+
+  /** Creates the run's socket directory (mode 0755, socket 0666: only this run's container mounts it). */
+  static async start(runId: string, dir: string, deps: CallbackDeps): Promise<RunCallbackServer> {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await chmod(dir, 0o755);
+    const s = new RunCallbackServer(runId, dir, deps);
+    await new Promise<void>((resolve, reject) => {
+      s.server.once("error", reject);
+      s.server.listen(s.socketPath, () => resolve());
+    });
+    await chmod(s.socketPath, 0o666);
+    return s;
+  }
+
+  private refuse(res: ServerResponse, status: number, reason: string, message: string, call?: { server?: string; tool?: string }): void {
+    this.deps.logger.warn("bridge call refused", { runId: this.runId, status, reason, ...call });
+    this.deps.onEvent?.({ kind: "refusal", runId: this.runId, status, reason, ...call });
+    send(res, status, { error: message, reason });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== "POST" || req.url !== "/internal/mcp-call") {
+      send(res, 404, { error: "only POST /internal/mcp-call is served here" });
+      req.resume();
+      return;
+    }
+    // Security: authenticate before reading the body.
+    const check = this.deps.tokens.verify(this.runId, req.headers.authorization);
+    if (!check.ok) {
+      req.resume();
+      this.refuse(res, check.status, check.reason, check.status === 403 ? "this token belongs to another run" : "missing, invalid or expired run token");
+      return;
+    }
+    const grant = check.grant;
+    if (this.ended) {
+      req.resume();
+      this.refuse(res, 401, "run-ended", "the run has ended");
+      return;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse((await readBody(req, this.deps.limits.maxRequestBytes)).toString("utf8"));
+    } catch (err) {
+      send(res, (err as { status?: number }).status ?? 400, { error: `bad request: ${errorMessage(err)}` });
+      return;
+    }
+    const { server, tool, arguments: args } = (body ?? {}) as { server?: unknown; tool?: unknown; arguments?: unknown };
+    if (typeof server !== "string" || typeof tool !== "string" || (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args)))) {
+      send(res, 400, { error: 'expected {"server": string, "tool": string, "arguments": object}' });
+      return;
+    }
+    if (!grant.servers.has(server)) {
+      this.refuse(res, 403, "server-not-allowed", `no upstream server "${server}" is available to this run (available: ${[...grant.servers].join(", ") || "none"})`, { server, tool });
+      return;
+    }
+    if (grant.calls >= this.deps.limits.maxCallsPerRun) {
+      this.refuse(res, 429, "call-limit", `this run has made ${grant.calls} tool calls, the limit per run`, { server, tool });
+      return;
+    }
+    grant.calls++;
+    const remaining = grant.deadline - Date.now();
+    const timeoutMs = Math.max(1, Math.min(this.deps.limits.callTimeoutMs, remaining));
+    const ac = new AbortController();
+    this.inflight.add(ac);
+    req.on("close", () => {
+      if (!res.writableEnded) ac.abort(new Error("the sandbox hung up"));
+    });
+    const started = Date.now();
+    const event = { kind: "call" as const, runId: grant.runId, userId: grant.userId, server, tool };
+    try {
+      const upstream = this.deps.upstreams.get(server);
+      if (!upstream) throw new Error(`upstream "${server}" is not configured`);
+      const result: CallToolResult = await upstream.callTool(tool, (args ?? {}) as Record<string, unknown>, { signal: ac.signal, timeoutMs });
+      // Security: a call that outlived its run has no effect: its result goes nowhere.
+      if (this.ended || ac.signal.aborted) return;
+      const payload = Buffer.from(JSON.stringify(result), "utf8");
+      if (payload.length > this.deps.limits.maxResponseBytes) {
+        this.deps.onEvent?.({ ...event, ok: false, durationMs: Date.now() - started, responseBytes: payload.length, error: "response-too-large" });
+        send(res, 413, { error: `the result of ${server}.${tool} is ${payload.length} bytes; the limit is ${this.deps.limits.maxResponseBytes}. Ask the tool for less (filters, pages).` });
+        return;
+      }
+      this.deps.onEvent?.({ ...event, ok: true, durationMs: Date.now() - started, responseBytes: payload.length });
+      res.writeHead(200, { "content-type": "application/json", "content-length": payload.length });
+      res.end(payload);
+    } catch (err) {
+      if (this.ended) return;
+      const message = errorMessage(err);
+      this.deps.onEvent?.({ ...event, ok: false, durationMs: Date.now() - started, responseBytes: 0, error: message });
+      send(res, 502, { error: `${server}.${tool} failed: ${message}` });
+    } finally {
+      this.inflight.delete(ac);
+    }
+  }
+
+  /** Ends the run's bridge: in-flight calls are cancelled upstream, the socket is removed. */
+  async close(): Promise<void> {
+    this.ended = true;
+    for (const ac of this.inflight) ac.abort(new Error("the run ended"));
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        req.destroy();
+        reject(Object.assign(new Error(`request body over ${limit} bytes`), { status: 413 }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}

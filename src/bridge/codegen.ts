@@ -1,0 +1,258 @@
+import type { Tool } from "@modelcontextprotocol/sdk/types.js";
+
+// Generates the code API the sandbox sees at /servers: one typed function per upstream tool.
+// Everything that comes from an upstream (names, descriptions, schemas) is untrusted text that
+// ends up in a TypeScript file: identifiers are rebuilt from a safe alphabet, strings go through
+// JSON.stringify, and comments cannot be closed early.
+
+const RESERVED = new Set(
+  ("break case catch class const continue debugger default delete do else enum export extends false finally for function if import in " +
+    "instanceof new null return super switch this throw true try typeof var void while with yield let static implements interface package " +
+    "private protected public await async arguments eval undefined constructor prototype")
+    .split(" "),
+);
+
+export function toIdentifier(name: string): string {
+  const words = name.split(/[^A-Za-z0-9]+/).filter(Boolean);
+  let id = words.map((w, i) => (i === 0 ? w.charAt(0).toLowerCase() + w.slice(1) : w.charAt(0).toUpperCase() + w.slice(1))).join("");
+  if (!id) id = "tool";
+  if (/^[0-9]/.test(id)) id = `_${id}`;
+  if (RESERVED.has(id)) id = `${id}_`;
+  return id;
+}
+
+export function toFileStem(name: string): string {
+  const stem = name.replace(/[^A-Za-z0-9_-]+/g, "-").replace(/^[-_.]+/, "").slice(0, 80);
+  return stem || "tool";
+}
+
+function pascal(id: string): string {
+  const s = id.replace(/^_+/, "");
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** Makes names unique with a numeric suffix, in order (first come keeps the plain name). */
+function uniquify(names: string[], compare: (s: string) => string = (s) => s): string[] {
+  const seen = new Set<string>();
+  return names.map((n) => {
+    let candidate = n;
+    for (let i = 2; seen.has(compare(candidate)); i++) candidate = `${n}_${i}`;
+    seen.add(compare(candidate));
+    return candidate;
+  });
+}
+
+export function comment(text: string | undefined, indent = ""): string {
+  if (!text) return "";
+  // Security: "*/" would end the comment and let an upstream write code into the module.
+  const safe = text.replace(/\*\//g, "*\\/").replace(/\r/g, "").trim();
+  if (!safe.includes("\n") && safe.length <= 100) return `${indent}/** ${safe} */\n`;
+  return `${indent}/**\n${safe
+    .split("\n")
+    .map((l) => `${indent} * ${l}`.trimEnd())
+    .join("\n")}\n${indent} */\n`;
+}
+
+type Schema = Record<string, unknown> | boolean | undefined;
+const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+/** A TypeScript type for a JSON Schema: enough for a model (and an editor) to see the shape. */
+export function schemaToType(schema: Schema, depth = 0, indent = ""): string {
+  if (schema === true || schema === undefined) return "unknown";
+  if (schema === false) return "never";
+  if (depth > 8) return "unknown";
+  const s = schema;
+  if ("const" in s) return JSON.stringify(s.const) ?? "unknown";
+  if (Array.isArray(s.enum)) return s.enum.map((v) => JSON.stringify(v) ?? "unknown").join(" | ") || "never";
+  for (const key of ["anyOf", "oneOf"] as const) {
+    const alts = s[key];
+    if (Array.isArray(alts)) return alts.map((a) => schemaToType(a as Schema, depth + 1, indent)).join(" | ") || "unknown";
+  }
+  if (Array.isArray(s.allOf)) return s.allOf.map((a) => schemaToType(a as Schema, depth + 1, indent)).join(" & ") || "unknown";
+  const type = s.type;
+  if (Array.isArray(type)) return type.map((t) => schemaToType({ ...s, type: t }, depth + 1, indent)).join(" | ");
+  switch (type) {
+    case "string":
+      return "string";
+    case "number":
+    case "integer":
+      return "number";
+    case "boolean":
+      return "boolean";
+    case "null":
+      return "null";
+    case "array": {
+      const item = schemaToType(s.items as Schema, depth + 1, indent);
+      return /^[A-Za-z0-9_."]+$/.test(item) ? `${item}[]` : `Array<${item}>`;
+    }
+    case "object":
+      return objectType(s, depth, indent);
+    default:
+      return s.properties ? objectType(s, depth, indent) : "unknown";
+  }
+}
+
+function objectType(s: Record<string, unknown>, depth: number, indent: string): string {
+  const props = (s.properties ?? {}) as Record<string, Schema>;
+  const required = new Set(Array.isArray(s.required) ? (s.required as string[]) : []);
+  const inner = `${indent}  `;
+  const lines: string[] = [];
+  for (const [key, prop] of Object.entries(props)) {
+    const desc = typeof prop === "object" && typeof prop.description === "string" ? prop.description : undefined;
+    const name = IDENT.test(key) ? key : JSON.stringify(key);
+    lines.push(`${comment(desc, inner)}${inner}${name}${required.has(key) ? "" : "?"}: ${schemaToType(prop, depth + 1, inner)};`);
+  }
+  const extra = s.additionalProperties;
+  if (extra !== undefined && extra !== false && Object.keys(props).length === 0) {
+    lines.push(`${inner}[key: string]: ${schemaToType(extra as Schema, depth + 1, inner)};`);
+  }
+  if (lines.length === 0) return extra === false ? "Record<string, never>" : "Record<string, unknown>";
+  return `{\n${lines.join("\n")}\n${indent}}`;
+}
+
+export interface GeneratedFile {
+  path: string;
+  content: string;
+}
+
+export interface ToolEntry {
+  server: string;
+  serverDir: string;
+  tool: Tool;
+  identifier: string;
+  file: string;
+}
+
+const HEADER = "// Generated by codebox-mcp from the upstream server's tool list. Read-only; regenerated when the list changes.\n";
+
+export const CLIENT_TS = `${HEADER}
+// The bridge from this sandbox to the host: POST /internal/mcp-call over this run's unix socket,
+// authenticated by this run's token. Calls run on the upstream MCP server from the host; the
+// upstream's credentials never enter the sandbox.
+import { request } from "node:http";
+
+export interface ContentBlock {
+  type: string;
+  text?: string;
+  [key: string]: unknown;
+}
+
+export interface CallToolResult {
+  content: ContentBlock[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+}
+
+/** Thrown when a tool reports an error (isError) or the bridge refuses the call. */
+export class MCPToolError extends Error {
+  constructor(message: string, readonly result?: CallToolResult, readonly status?: number) {
+    super(message);
+    this.name = "MCPToolError";
+  }
+}
+
+/** Calls \`tool\` on the upstream \`server\` and returns the raw MCP result. */
+export function callMCPTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<CallToolResult> {
+  const token = process.env.CODEBOX_BRIDGE_TOKEN;
+  const socketPath = process.env.CODEBOX_BRIDGE_SOCKET || "/run/codebox/mcp.sock";
+  const body = JSON.stringify({ server, tool, arguments: args });
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        socketPath,
+        path: "/internal/mcp-call",
+        method: "POST",
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: \`Bearer \${token ?? ""}\` },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = { error: text };
+          }
+          if (res.statusCode === 200) resolve(parsed as CallToolResult);
+          else reject(new MCPToolError(\`\${server}.\${tool}: \${(parsed as { error?: string }).error ?? "HTTP " + res.statusCode}\`, undefined, res.statusCode));
+        });
+      },
+    );
+    req.on("error", (err) => reject(new MCPToolError(\`\${server}.\${tool}: the codebox bridge is unreachable (\${err.message})\`)));
+    req.end(body);
+  });
+}
+
+/**
+ * What a tool's result means to code: its structuredContent when it has one; otherwise its text
+ * (the text blocks joined) when every block is text; otherwise the content blocks themselves.
+ * A result with isError throws MCPToolError.
+ */
+export function unwrap(result: CallToolResult): unknown {
+  const texts = (result.content ?? []).filter((c) => c.type === "text").map((c) => c.text ?? "");
+  if (result.isError) throw new MCPToolError(texts.join("\\n") || "the tool reported an error", result);
+  if (result.structuredContent !== undefined) return result.structuredContent;
+  if (texts.length === (result.content ?? []).length) return texts.join("\\n");
+  return result.content;
+}
+
+/** callMCPTool, then unwrap. */
+export async function callTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<unknown> {
+  return unwrap(await callMCPTool(server, tool, args));
+}
+`;
+
+function toolFile(entry: ToolEntry): string {
+  const { tool, server, identifier } = entry;
+  const typeBase = pascal(identifier);
+  const input = schemaToType(tool.inputSchema as Schema);
+  const output = tool.outputSchema ? schemaToType(tool.outputSchema as Schema) : undefined;
+  const doc = [tool.title && tool.title !== tool.name ? tool.title : undefined, tool.description, `MCP tool "${tool.name}" of server "${server}".`, output ? "Returns the tool's structuredContent." : "Returns the tool's text (or its content blocks when they are not all text)."]
+    .filter(Boolean)
+    .join("\n\n");
+  const inputDecl = input.startsWith("{") ? `export interface ${typeBase}Input ${input}` : `export type ${typeBase}Input = ${input};`;
+  const outputDecl = output ? (output.startsWith("{") ? `export interface ${typeBase}Output ${output}` : `export type ${typeBase}Output = ${output};`) : `export type ${typeBase}Output = string | ContentBlock[];`;
+  const requiredInput = Array.isArray((tool.inputSchema as { required?: unknown }).required) && ((tool.inputSchema as { required: unknown[] }).required.length > 0);
+  return `${HEADER}import { callTool, type ContentBlock } from "../client.ts";
+
+${inputDecl}
+
+${outputDecl}
+
+${comment(doc)}export async function ${identifier}(input: ${typeBase}Input${requiredInput ? "" : " = {} as " + typeBase + "Input"}): Promise<${typeBase}Output> {
+  return (await callTool(${JSON.stringify(server)}, ${JSON.stringify(tool.name)}, input as Record<string, unknown>)) as ${typeBase}Output;
+}
+`;
+}
+
+/**
+ * The whole /servers tree for a set of upstreams: client.ts, index.json (for discovery from code),
+ * and per server an index.ts plus one file per tool.
+ */
+export function generateServersTree(servers: Map<string, Tool[]>): { files: GeneratedFile[]; entries: ToolEntry[] } {
+  const names = [...servers.keys()].sort();
+  const dirs = uniquify(names.map(toFileStem), (s) => s.toLowerCase());
+  const files: GeneratedFile[] = [{ path: "client.ts", content: CLIENT_TS }];
+  const entries: ToolEntry[] = [];
+  names.forEach((server, i) => {
+    const serverDir = dirs[i]!;
+    const tools = [...(servers.get(server) ?? [])];
+    const ids = uniquify(tools.map((t) => toIdentifier(t.name)));
+    const stems = uniquify(tools.map((t) => toFileStem(t.name)), (s) => s.toLowerCase());
+    const serverEntries = tools.map((tool, j) => ({ server, serverDir, tool, identifier: ids[j]!, file: `${stems[j]!}.ts` }));
+    for (const e of serverEntries) files.push({ path: `${serverDir}/${e.file}`, content: toolFile(e) });
+    const index = serverEntries.map((e) => `export { ${e.identifier} } from ${JSON.stringify(`./${e.file}`)};`).join("\n");
+    files.push({ path: `${serverDir}/index.ts`, content: `${HEADER}${comment(`Tools of the MCP server "${server}".`)}${index}\n` });
+    entries.push(...serverEntries);
+  });
+  const listing = names.map((server, i) => ({
+    server,
+    path: `/servers/${dirs[i]}/index.ts`,
+    tools: entries.filter((e) => e.server === server).map((e) => ({ name: e.tool.name, function: e.identifier, file: `/servers/${e.serverDir}/${e.file}`, description: e.tool.description ?? "" })),
+  }));
+  files.push({ path: "index.json", content: `${JSON.stringify(listing, null, 2)}\n` });
+  return { files, entries };
+}

@@ -1,0 +1,57 @@
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { z } from "zod";
+import type { Bridge } from "../../bridge/bridge.js";
+import type { Logger } from "../../shared/logger.js";
+import { toolError } from "../result.js";
+
+export const searchToolsInput = {
+  query: z.string().max(500).describe('Words to look for in tool names and descriptions, e.g. "create issue". Empty lists everything.'),
+  server: z.string().max(64).optional().describe("Only tools of this upstream server."),
+  detail: z.enum(["name", "summary", "full"]).default("summary").describe('"name": names and import paths; "summary": plus a one-line description; "full": plus the input/output JSON Schemas.'),
+  limit: z.number().int().min(1).max(200).default(20),
+};
+
+const hit = z.object({
+  server: z.string(),
+  tool: z.string(),
+  import: z.string(),
+  function: z.string(),
+  description: z.string().optional(),
+  inputSchema: z.record(z.string(), z.unknown()).optional(),
+  outputSchema: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const searchToolsOutput = { tools: z.array(hit), servers: z.array(z.object({ name: z.string(), state: z.string(), tools: z.number() })) };
+
+export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridge; logger: Logger }): void {
+  server.registerTool(
+    "search_tools",
+    {
+      title: "Search upstream MCP tools",
+      description:
+        "Find the tools of the upstream MCP servers that code in execute_code can call, without loading every definition. " +
+        "Each hit says which module to import and which function to call, e.g. " +
+        '`import { getSum } from "/servers/everything/index.ts"; console.log(await getSum({ a: 1, b: 2 }))`. ' +
+        'Start with detail "name" or "summary"; ask for "full" (JSON Schemas) only for the tools you will use.',
+      inputSchema: searchToolsInput,
+      outputSchema: searchToolsOutput,
+      annotations: { title: "Search upstream MCP tools", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    },
+    async (args) => {
+      try {
+        await deps.bridge.start();
+        const tools = deps.bridge.search(args.query, { server: args.server, detail: args.detail, limit: args.limit }).map(({ score: _score, ...h }) => h);
+        const servers = deps.bridge.pool.status().map(({ name, state, tools: n }) => ({ name, state, tools: n }));
+        const lines = tools.map((t) => `${t.server}.${t.tool} → import { ${t.function} } from "${t.import}"${t.description ? `\n  ${t.description}` : ""}${args.detail === "full" ? `\n  input: ${JSON.stringify(t.inputSchema)}${t.outputSchema ? `\n  output: ${JSON.stringify(t.outputSchema)}` : ""}` : ""}`);
+        const down = servers.filter((s) => s.state !== "ready").map((s) => `${s.name} (${s.state})`);
+        const text = [
+          tools.length ? `${tools.length} tool(s):\n${lines.join("\n")}` : servers.length ? "No tool matches; try fewer or other words, or an empty query to list all." : "No upstream MCP servers are configured (add them under mcpServers in the config).",
+          down.length ? `Not available right now: ${down.join(", ")}.` : "",
+        ].filter(Boolean).join("\n\n");
+        return { content: [{ type: "text", text }], structuredContent: { tools, servers } };
+      } catch (err) {
+        return toolError(err, deps.logger);
+      }
+    },
+  );
+}
