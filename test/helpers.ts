@@ -52,3 +52,13 @@ export async function waitForNoContainers(filter?: { label: string; value: strin
   }
   return left;
 }
+
+export const rowsServerPath = join(repoRoot, "test", "fixtures", "rows-server.mjs");
+export const everythingServerPath = join(repoRoot, "node_modules", "@modelcontextprotocol", "server-everything", "dist", "index.js");
+
+/** A logger that keeps its lines, for asserting on what was logged. */
+export function capturingLogger(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = createLogger({ level: "debug", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+  return { logger, lines };
+}

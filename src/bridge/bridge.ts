@@ -39,7 +39,11 @@ export class Bridge {
     private readonly logger: Logger,
     private readonly onEvent?: (e: CallbackEvent) => void,
   ) {
-    this.pool = new UpstreamPool(config.mcpServers, { connectTimeoutMs: config.bridge.connectTimeoutMs, logger });
+    this.pool = new UpstreamPool(config.mcpServers, {
+      connectTimeoutMs: config.bridge.connectTimeoutMs,
+      maxMessageBytes: Math.max(64 * 1024 * 1024, 2 * config.bridge.maxResponseBytes),
+      logger,
+    });
     this.servers = new ServersDirectory(join(config.dataDir, "generated"), logger);
     this.pool.on("toolsChanged", () => {
       if (this.started) void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));

@@ -19,6 +19,8 @@ export class UpstreamUnavailableError extends CodeboxError {
 
 export interface UpstreamOptions {
   connectTimeoutMs: number;
+  /** Largest single message accepted from a stdio upstream; above it the SDK drops the connection. */
+  maxMessageBytes: number;
   logger: Logger;
 }
 
@@ -69,6 +71,8 @@ export class UpstreamConnection {
         env: { ...getDefaultEnvironment(), ...this.spec.env },
         ...(this.spec.cwd ? { cwd: this.spec.cwd } : {}),
         stderr: "pipe",
+        // A result over our response limit should be refused cleanly (413), not kill the connection.
+        maxBufferSize: this.options.maxMessageBytes,
       });
       // The upstream's stderr is its log: ours, at debug level, never our stdout.
       t.stderr?.on("data", (d: Buffer) => this.log.debug("upstream stderr", { text: d.toString("utf8").slice(0, 2000) }));
