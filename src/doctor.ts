@@ -75,6 +75,18 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
     add({ name: "data dir", ok: false, detail: `${config.dataDir}: ${errorMessage(err)}`, fix: "set CODEBOX_DATA_DIR (or --data-dir) to a directory this user can write" });
   }
 
+  // Upstream MCP servers: each must start and list its tools.
+  if (app.bridge.pool.names.length > 0) {
+    await app.bridge.start();
+    for (const u of app.bridge.pool.status()) {
+      add(
+        u.state === "ready"
+          ? { name: `upstream ${u.name}`, ok: true, detail: `connected, ${u.tools} tool(s)` }
+          : { name: `upstream ${u.name}`, ok: false, detail: u.error ?? u.state, fix: `check mcpServers.${u.name} in the config (command, args, env, url); run its command by hand to see its error` },
+      );
+    }
+  }
+
   if (results.every((r) => r.ok)) {
     try {
       const r = await app.executor.execute({ userId: config.userId, code: "console.log(6 * 7)", language: "javascript", timeoutMs: 20_000 });
@@ -89,6 +101,6 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
 
 export function formatDoctor(results: CheckResult[]): string {
   return results
-    .map((r) => `${r.ok ? "ok  " : "FAIL"}  ${r.name.padEnd(11)} ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ""}`)
+    .map((r) => `${r.ok ? "ok  " : "FAIL"}  ${r.name.padEnd(Math.max(11, r.name.length))} ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ""}`)
     .join("\n");
 }

@@ -21,6 +21,7 @@ const MAX_SOCKET_PATH = 100;
 export interface RunBridge {
   mounts: ExtraMount[];
   env: Record<string, string>;
+  network?: { mode: string; extraHosts: string[] };
   close(): Promise<void>;
 }
 
@@ -71,31 +72,46 @@ export class Bridge {
     await this.start();
     const servers = new Set(this.pool.names);
     const token = this.tokens.issue({ runId: run.runId, userId: run.userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
+    const deps = {
+      tokens: this.tokens,
+      upstreams: this.pool,
+      limits: this.config.bridge,
+      logger: this.logger,
+      ...(this.onEvent ? { onEvent: this.onEvent } : {}),
+    };
+    const tcp = this.config.bridge.transport === "tcp";
     let callback: RunCallbackServer;
     try {
-      callback = await RunCallbackServer.start(run.runId, this.runDir(), {
-        tokens: this.tokens,
-        upstreams: this.pool,
-        limits: this.config.bridge,
-        logger: this.logger,
-        ...(this.onEvent ? { onEvent: this.onEvent } : {}),
-      });
+      callback = tcp ? await RunCallbackServer.startTcp(run.runId, this.config.bridge.tcpBindHost, deps) : await RunCallbackServer.startUnix(run.runId, this.runDir(), deps);
     } catch (err) {
       this.tokens.revoke(run.runId);
       throw err;
     }
-    const serversPath = await this.servers.path(() => this.pool.tools());
-    return {
-      mounts: [
-        { source: serversPath, target: "/servers", readOnly: true },
-        { source: callback.dir, target: SANDBOX_SOCKET_DIR, readOnly: true },
-      ],
-      env: { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token },
-      close: async () => {
-        this.tokens.revoke(run.runId);
-        await callback.close();
-      },
+    const close = async () => {
+      this.tokens.revoke(run.runId);
+      await callback.close();
     };
+    try {
+      const serversPath = await this.servers.path(() => this.pool.tools());
+      const servers = { source: serversPath, target: "/servers", readOnly: true };
+      if (tcp) {
+        const { tcpHost, tcpNetwork } = this.config.bridge;
+        return {
+          mounts: [servers],
+          env: { CODEBOX_BRIDGE_URL: `http://${tcpHost}:${callback.port}`, CODEBOX_BRIDGE_TOKEN: token },
+          network: { mode: tcpNetwork, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] },
+          close,
+        };
+      }
+      return {
+        mounts: [servers, { source: callback.dir!, target: SANDBOX_SOCKET_DIR, readOnly: true }],
+        env: { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token },
+        close,
+      };
+    } catch (err) {
+      await close();
+      throw err;
+    }
   }
 
   search(query: string, options: { server?: string | undefined; detail: SearchDetail; limit: number }): SearchHit[] {

@@ -36,14 +36,15 @@ export class RunCallbackServer {
   private readonly server: Server;
   private readonly inflight = new Set<AbortController>();
   private ended = false;
-  readonly socketPath: string;
+  /** TCP mode: the port the callback listens on. */
+  port = 0;
 
   private constructor(
     private readonly runId: string,
-    readonly dir: string,
+    /** Unix mode: the directory holding the socket; TCP mode: undefined. */
+    readonly dir: string | undefined,
     private readonly deps: CallbackDeps,
   ) {
-    this.socketPath = join(dir, "mcp.sock");
     this.server = createServer({ maxHeaderSize: 8 * 1024, requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         this.deps.logger.error("callback handler failed", { runId, err: errorMessage(err) });
@@ -53,16 +54,29 @@ export class RunCallbackServer {
     this.server.keepAliveTimeout = 5_000;
   }
 
-  /** Creates the run's socket directory (mode 0755, socket 0666: only this run's container mounts it). */
-  static async start(runId: string, dir: string, deps: CallbackDeps): Promise<RunCallbackServer> {
+  /** Unix mode: creates the run's socket directory (0755, socket 0666: only this run's container mounts it). */
+  static async startUnix(runId: string, dir: string, deps: CallbackDeps): Promise<RunCallbackServer> {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     await chmod(dir, 0o755);
     const s = new RunCallbackServer(runId, dir, deps);
+    const socketPath = join(dir, "mcp.sock");
     await new Promise<void>((resolve, reject) => {
       s.server.once("error", reject);
-      s.server.listen(s.socketPath, () => resolve());
+      s.server.listen(socketPath, () => resolve());
     });
-    await chmod(s.socketPath, 0o666);
+    await chmod(socketPath, 0o666);
+    return s;
+  }
+
+  /** TCP mode: an ephemeral port on `host`; the token is then the only thing between it and the network. */
+  static async startTcp(runId: string, host: string, deps: CallbackDeps): Promise<RunCallbackServer> {
+    const s = new RunCallbackServer(runId, undefined, deps);
+    await new Promise<void>((resolve, reject) => {
+      s.server.once("error", reject);
+      s.server.listen({ host, port: 0 }, () => resolve());
+    });
+    const addr = s.server.address();
+    s.port = typeof addr === "object" && addr ? addr.port : 0;
     return s;
   }
 
@@ -152,7 +166,7 @@ export class RunCallbackServer {
     for (const ac of this.inflight) ac.abort(new Error("the run ended"));
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await rm(this.dir, { recursive: true, force: true });
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -154,12 +154,14 @@ export class MCPToolError extends Error {
 /** Calls \`tool\` on the upstream \`server\` and returns the raw MCP result. */
 export function callMCPTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<CallToolResult> {
   const token = process.env.CODEBOX_BRIDGE_TOKEN;
-  const socketPath = process.env.CODEBOX_BRIDGE_SOCKET || "/run/codebox/mcp.sock";
+  // Unix socket by default; a URL in the bridge's TCP mode (engines that cannot share a socket).
+  const url = process.env.CODEBOX_BRIDGE_URL ? new URL(process.env.CODEBOX_BRIDGE_URL) : undefined;
+  const where = url ? { host: url.hostname, port: Number(url.port) } : { socketPath: process.env.CODEBOX_BRIDGE_SOCKET || "/run/codebox/mcp.sock" };
   const body = JSON.stringify({ server, tool, arguments: args });
   return new Promise((resolve, reject) => {
     const req = request(
       {
-        socketPath,
+        ...where,
         path: "/internal/mcp-call",
         method: "POST",
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: \`Bearer \${token ?? ""}\` },

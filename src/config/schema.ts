@@ -90,6 +90,8 @@ export const ConfigSchema = z
       .object({
         transport: z.enum(["unix", "tcp"]).default("unix"),
         tcpHost: z.string().default("host.docker.internal"),
+        tcpBindHost: z.string().default("127.0.0.1"),
+        tcpNetwork: z.string().default("bridge"),
         maxCallsPerRun: z.number().int().min(1).max(100_000).default(500),
         maxResponseBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
         maxRequestBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),

@@ -23,6 +23,11 @@ export interface RunRequest {
   mounts: { workspace: string; skills: string };
   /** More bind mounts (the generated /servers tree, the run's callback socket directory). */
   extraMounts?: ExtraMount[];
+  /**
+   * A network for the container. Absent (the default): NetworkMode none. Only the bridge's TCP
+   * mode sets it, for engines that cannot share a unix socket with the host.
+   */
+  network?: { mode: string; extraHosts: string[] };
   /** Variables the runner sets for this run only (e.g. the bridge token); sent with the code, not at container creation. */
   env?: Record<string, string>;
   /** Aborting kills and removes the container (client cancellation, server shutdown). */

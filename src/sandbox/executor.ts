@@ -55,6 +55,7 @@ export class CodeExecutor {
         mounts: { workspace: mounts.workspace, skills: mounts.skills },
         extraMounts: bridge?.mounts ?? [],
         env: bridge?.env ?? {},
+        ...(bridge?.network ? { network: bridge.network } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
       });
     } finally {

@@ -280,3 +280,25 @@ describe("under gVisor", () => {
     }
   });
 });
+
+describe("TCP mode (for engines that cannot share a unix socket)", () => {
+  it("reaches the callback over TCP with the run token, and refuses it without", async () => {
+    const t = makeApp({ "bridge.transport": "tcp", "bridge.tcpBindHost": "0.0.0.0" });
+    try {
+      const r = await run(
+        `import { echo } from "/servers/rows/index.ts";
+         import { request } from "node:http";
+         const url = new URL(process.env.CODEBOX_BRIDGE_URL!);
+         const status = await new Promise((resolve) => request({ host: url.hostname, port: url.port, path: "/internal/mcp-call", method: "POST" }, (res) => { res.resume(); resolve(res.statusCode); }).on("error", (e) => resolve(e.message)).end("{}"));
+         console.log(await echo({ message: "tcp" }), status, "CODEBOX_BRIDGE_SOCKET" in process.env);`,
+        {},
+        t.app,
+      );
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toBe("echo: tcp 401 false\n");
+    } finally {
+      await t.app.close();
+      removeDir(t.app.config.dataDir);
+    }
+  });
+});

@@ -121,7 +121,7 @@ describe("hardening, measured from inside the container", () => {
     try {
       const r = await run('import fs from "node:fs"; console.log(JSON.stringify(process.env), fs.readFileSync("/proc/1/environ", "utf8"))');
       expect(r.stdout).not.toContain("canary-7f3a");
-      expect(Object.keys(JSON.parse(r.stdout.split(" ")[0]!)).sort()).toEqual(["HOME", "HOSTNAME", "NODE_NO_WARNINGS", "PATH", "TMPDIR"]);
+      expect(Object.keys(JSON.parse(r.stdout.split(" ")[0]!)).sort()).toEqual(["CODEBOX_BRIDGE_SOCKET", "CODEBOX_BRIDGE_TOKEN", "HOME", "HOSTNAME", "NODE_NO_WARNINGS", "PATH", "TMPDIR"]);
     } finally {
       delete process.env.CODEBOX_TEST_CANARY;
     }

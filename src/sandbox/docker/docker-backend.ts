@@ -157,6 +157,7 @@ export class DockerSandboxBackend implements SandboxBackend {
       nofile: s.nofile,
       fsizeBytes: s.fsizeMiB * 1024 * 1024,
       extraMounts: request.extraMounts,
+      network: request.network,
     });
 
     const container = await this.docker.createContainer(spec);

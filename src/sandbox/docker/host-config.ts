@@ -12,6 +12,7 @@ export interface HardeningOptions {
   nofile: number;
   fsizeBytes: number;
   extraMounts?: ExtraMount[] | undefined;
+  network?: { mode: string; extraHosts: string[] } | undefined;
 }
 
 const MiB = 1024 * 1024;
@@ -26,8 +27,10 @@ export type SandboxHostConfig = HostConfig & { CgroupnsMode?: "private" | "host"
 export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
   const memory = o.profile.memoryMiB * MiB;
   return {
-    // Security: no network at all; the bridge (later) reaches the host through a unix socket.
-    NetworkMode: "none",
+    // Security: no network at all; the bridge reaches the host through a unix socket. Only the
+    // documented TCP mode of the bridge (for Docker Desktop) attaches a network.
+    NetworkMode: o.network?.mode ?? "none",
+    ...(o.network ? { ExtraHosts: o.network.extraHosts } : {}),
     // Security: nothing on the image can be changed; /tmp is the only scratch space.
     ReadonlyRootfs: true,
     // Security: no capabilities, no setuid escalation, a syscall allowlist.
@@ -91,7 +94,7 @@ export function containerSpec(o: ContainerSpecOptions): ContainerCreateOptions {
     OpenStdin: true,
     StdinOnce: true,
     Tty: false,
-    NetworkDisabled: true,
+    NetworkDisabled: !o.network,
     HostConfig: hardenedHostConfig(o),
   };
 }

@@ -1,0 +1,103 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { LABEL } from "../../src/sandbox/docker/labels.js";
+import { cliPath, everythingServerPath, removeDir, repoRoot, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
+
+// The built server over stdio, with real upstream MCP servers from its config file: the
+// registry's @modelcontextprotocol/server-everything and the project's rows fixture.
+const USER = `e2e-bridge-${process.pid}`;
+const dir = tempDir("e2e-bridge");
+const configFile = join(dir, "config.json");
+let client: Client;
+
+const call = async (name: string, args: Record<string, unknown>) =>
+  (await client.callTool({ name, arguments: args }, undefined, { timeout: 120_000 })) as CallToolResult;
+
+beforeAll(async () => {
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      mcpServers: {
+        everything: { command: process.execPath, args: [everythingServerPath, "stdio"] },
+        rows: { command: process.execPath, args: [rowsServerPath], autoApprove: [] },
+      },
+    }),
+  );
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [cliPath, "--config", configFile],
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_DATA_DIR: join(dir, "data"), CODEBOX_USER_ID: USER },
+    stderr: "pipe",
+  });
+  client = new Client({ name: "e2e-bridge", version: "1" });
+  await client.connect(transport);
+});
+
+afterEach(async () => {
+  expect(await waitForNoContainers({ label: LABEL.user, value: USER })).toEqual([]);
+});
+
+afterAll(async () => {
+  await client?.close();
+  removeDir(dir);
+});
+
+describe("code calls upstream MCP tools", () => {
+  it("imports server-everything's generated module, calls two tools, and the printed results come back", async () => {
+    const r = await call("execute_code", {
+      code: `
+        import { echo, getSum } from "/servers/everything/index.ts";
+        const sum = await getSum({ a: 2, b: 3 });
+        console.log(sum, await echo({ message: "hi" }));`,
+    });
+    expect(r.isError).toBeFalsy();
+    expect(r.structuredContent).toMatchObject({ exitCode: 0, stderr: "" });
+    expect((r.structuredContent as { stdout: string }).stdout).toMatch(/^The sum of 2 and 3 is 5\.? Echo: hi\n$/);
+  });
+
+  it("describes the bridge in execute_code and marks it open-world", async () => {
+    const { tools } = await client.listTools();
+    const exec = tools.find((t) => t.name === "execute_code")!;
+    expect(exec.description).toContain("/servers/<server>/index.ts");
+    expect(exec.description).toContain("search_tools");
+    expect(exec.annotations?.openWorldHint).toBe(true);
+    expect(tools.map((t) => t.name)).toContain("search_tools");
+  });
+
+  it("search_tools finds server-everything's tools", async () => {
+    const r = await call("search_tools", { query: "sum numbers", detail: "summary" });
+    const hits = (r.structuredContent as { tools: Array<{ server: string; tool: string; function: string }> }).tools;
+    expect(hits[0]).toMatchObject({ server: "everything", tool: "get-sum", function: "getSum" });
+  });
+
+  it("filters 10,000 rows in the sandbox: the client gets a fraction of the bytes of a direct call", async () => {
+    const viaCode = await call("execute_code", {
+      code: `
+        import { listRows } from "/servers/rows/index.ts";
+        const { rows } = await listRows({});
+        const top = rows.filter((r) => r.region === "north").sort((a, b) => b.amount - a.amount).slice(0, 5);
+        console.log(JSON.stringify({ scanned: rows.length, top }));`,
+    });
+    const printed = JSON.parse((viaCode.structuredContent as { stdout: string }).stdout) as { scanned: number; top: unknown[] };
+    expect(printed.scanned).toBe(10_000);
+    expect(printed.top).toHaveLength(5);
+
+    // The same data fetched the usual way: a client calling the upstream tool directly.
+    const direct = new Client({ name: "direct", version: "1" });
+    await direct.connect(new StdioClientTransport({ command: process.execPath, args: [rowsServerPath], stderr: "pipe" }));
+    const directResult = await direct.callTool({ name: "list_rows", arguments: {} });
+    await direct.close();
+
+    const bytesViaCode = Buffer.byteLength(JSON.stringify(viaCode));
+    const bytesDirect = Buffer.byteLength(JSON.stringify(directResult));
+    const measurement = { rows: 10_000, printedRows: 5, bytesDirect, bytesViaCode, ratio: Number((bytesDirect / bytesViaCode).toFixed(1)) };
+    mkdirSync(join(repoRoot, "test-results"), { recursive: true });
+    writeFileSync(join(repoRoot, "test-results", "token-efficiency.json"), `${JSON.stringify(measurement, null, 2)}\n`);
+    process.stderr.write(`token efficiency: ${JSON.stringify(measurement)}\n`);
+    expect(bytesViaCode * 50).toBeLessThan(bytesDirect);
+  });
+});
