@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -13,17 +14,31 @@ const USER = `e2e-bridge-${process.pid}`;
 const dir = tempDir("e2e-bridge");
 const configFile = join(dir, "config.json");
 let client: Client;
+let httpUpstream: ChildProcess;
+const HTTP_PORT = 20_000 + (process.pid % 20_000);
 
 const call = async (name: string, args: Record<string, unknown>) =>
   (await client.callTool({ name, arguments: args }, undefined, { timeout: 120_000 })) as CallToolResult;
 
 beforeAll(async () => {
+  // server-everything again, this time as a Streamable HTTP upstream on loopback.
+  httpUpstream = spawn(process.execPath, [everythingServerPath, "streamableHttp"], { env: { ...process.env, PORT: String(HTTP_PORT) }, stdio: ["ignore", "ignore", "pipe"] });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error("the HTTP upstream did not start")), 30_000);
+    httpUpstream.stderr!.on("data", (d: Buffer) => {
+      if (d.toString().includes("listening")) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+  });
   writeFileSync(
     configFile,
     JSON.stringify({
       mcpServers: {
         everything: { command: process.execPath, args: [everythingServerPath, "stdio"] },
         rows: { command: process.execPath, args: [rowsServerPath], autoApprove: [] },
+        remote: { type: "http", url: `http://127.0.0.1:${HTTP_PORT}/mcp`, headers: { "X-Test": "1" } },
       },
     }),
   );
@@ -43,6 +58,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await client?.close();
+  httpUpstream?.kill();
   removeDir(dir);
 });
 
@@ -57,6 +73,11 @@ describe("code calls upstream MCP tools", () => {
     expect(r.isError).toBeFalsy();
     expect(r.structuredContent).toMatchObject({ exitCode: 0, stderr: "" });
     expect((r.structuredContent as { stdout: string }).stdout).toMatch(/^The sum of 2 and 3 is 5\.? Echo: hi\n$/);
+  });
+
+  it("calls a Streamable HTTP upstream the same way", async () => {
+    const r = await call("execute_code", { code: 'import { getSum } from "/servers/remote/index.ts"; console.log(await getSum({ a: 40, b: 2 }))' });
+    expect((r.structuredContent as { stdout: string }).stdout).toMatch(/^The sum of 40 and 2 is 42\.?\n$/);
   });
 
   it("describes the bridge in execute_code and marks it open-world", async () => {

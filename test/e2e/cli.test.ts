@@ -92,6 +92,18 @@ describe("codebox-mcp doctor", () => {
   });
 });
 
+describe("codebox-mcp doctor with upstream servers", () => {
+  it("reports an upstream that cannot start, with the fix, and exits non-zero", async () => {
+    const config = join(dataDir, "doctor-config.json");
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(config, JSON.stringify({ mcpServers: { ghost: { command: "/nonexistent/mcp-server" } } }));
+    const r = await exec(process.execPath, [cliPath, "doctor", "--config", config]);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toMatch(/FAIL\s+upstream ghost/);
+    expect(r.stdout).toContain("check mcpServers.ghost");
+  });
+});
+
 describe("codebox-mcp run", () => {
   it("prints the output and exits with the code's exit code", async () => {
     const ok = await exec(process.execPath, [cliPath, "run", "-e", "const n: number = 6; console.log(n * 7)"]);
