@@ -30,7 +30,8 @@ register_runsc() {
     const fs = require("fs"); const p = "/etc/docker/daemon.json";
     let cfg = {}; try { cfg = JSON.parse(fs.readFileSync(p, "utf8")); } catch {}
     cfg.runtimes = cfg.runtimes || {};
-    const want = { path: process.env.RUNSC, runtimeArgs: ["--network=none", "--host-uds=open"] };
+    // --oci-seccomp: apply our seccomp allowlist inside gVisor too (runsc ignores it otherwise).
+    const want = { path: process.env.RUNSC, runtimeArgs: ["--network=none", "--host-uds=open", "--oci-seccomp"] };
     if (JSON.stringify(cfg.runtimes.runsc) === JSON.stringify(want)) process.exit(3);
     cfg.runtimes.runsc = want; fs.writeFileSync(p, JSON.stringify(cfg, null, 2) + "\n");
   ' && return 10 || return 0
