@@ -7,7 +7,10 @@ import { DockerSandboxBackend } from "./sandbox/docker/docker-backend.js";
 import { CodeExecutor } from "./sandbox/executor.js";
 import { errorMessage } from "./shared/errors.js";
 import type { Logger } from "./shared/logger.js";
+import { join } from "node:path";
+import { type AuditLog, FileAuditLog, noAudit } from "./stores/audit.js";
 import { UserDirectories } from "./stores/user-dirs.js";
+import { UserVolumes } from "./stores/volumes.js";
 
 export interface App {
   config: Config;
@@ -15,6 +18,8 @@ export interface App {
   backend: DockerSandboxBackend;
   executor: CodeExecutor;
   bridge: Bridge;
+  volumes: UserVolumes;
+  audit: AuditLog;
   /** A new MCP server bound to this app's parts (one per client connection). */
   createServer(): McpServer;
   /** Background start-up work: remove orphans, make sure the image exists. Never throws. */
@@ -25,9 +30,11 @@ export interface App {
 /** The composition root: every part is built here from config, nowhere else. */
 export function createApp(config: Config, logger: Logger): App {
   const backend = new DockerSandboxBackend({ config, logger });
-  const dirs = new UserDirectories(config.dataDir, backend.uid());
-  const bridge = new Bridge(config, logger);
-  const executor = new CodeExecutor(config, backend as SandboxBackend, dirs, logger, bridge);
+  const volumes = new UserVolumes({ dataDir: config.dataDir, mode: config.storage.quota, quotaMiB: config.storage.quotaMiB, quotaInodes: config.storage.quotaInodes, logger });
+  const dirs = new UserDirectories(config.dataDir, backend.uid(), config.storage.quota === "off" ? undefined : volumes);
+  const audit: AuditLog = config.audit.enabled ? new FileAuditLog(config.audit.path ?? join(config.dataDir, "audit.log"), logger) : noAudit;
+  const bridge = new Bridge(config, logger, (e) => audit.write(e));
+  const executor = new CodeExecutor({ config, backend: backend as SandboxBackend, dirs, logger, bridge, audit });
   let closed = false;
   return {
     config,
@@ -35,6 +42,8 @@ export function createApp(config: Config, logger: Logger): App {
     backend,
     executor,
     bridge,
+    volumes,
+    audit,
     createServer: () => createMcpServer({ executor, bridge, logger, localUserId: config.userId }),
     async warmUp() {
       void bridge.start();
@@ -51,6 +60,7 @@ export function createApp(config: Config, logger: Logger): App {
       closed = true;
       await backend.close();
       await bridge.close();
+      await audit.close();
     },
   };
 }

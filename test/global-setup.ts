@@ -2,7 +2,8 @@ import { existsSync } from "node:fs";
 import { createApp } from "../src/app.js";
 import { loadConfig } from "../src/config/load.js";
 import { createLogger } from "../src/shared/logger.js";
-import { cliPath, docker, ourContainers, tempDir } from "./helpers.js";
+import { tmpdir } from "node:os";
+import { cliPath, docker, mountsUnder, ourContainers, tempDir } from "./helpers.js";
 
 // Before any test: the built CLI exists and the sandbox image is built once (so tests running
 // in parallel do not race to build it). After all tests: no container of ours is left.
@@ -17,6 +18,10 @@ export async function setup(): Promise<void> {
 }
 
 export async function teardown(): Promise<void> {
+  // Quota volumes of tests' data dirs: unmount what a test did not clean up (and say so).
+  const leftMounts = mountsUnder(tmpdir()).filter((m) => m.includes("/codebox-"));
+  const { execFileSync } = await import("node:child_process");
+  for (const m of leftMounts) execFileSync("umount", ["-l", m]);
   const left = await ourContainers();
   if (left.length > 0) {
     await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
@@ -15,7 +16,26 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `codebox-${prefix}-`));
 }
 
+/** Mount points at or under `dir` (users' quota volumes), deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const text = readFileSync("/proc/self/mountinfo", "utf8");
+  return text
+    .split("\n")
+    .map((l) => l.split(" ")[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((p): p is string => !!p && (p === dir || p.startsWith(`${dir}/`)))
+    .sort((a, b) => b.length - a.length);
+}
+
+/** Removes a test's directory, unmounting any quota volume in it first (rm must never walk into a mount). */
 export function removeDir(dir: string): void {
+  for (const m of mountsUnder(dir)) {
+    try {
+      execFileSync("umount", [m]);
+    } catch {
+      execFileSync("umount", ["-l", m]);
+    }
+  }
+  if (mountsUnder(dir).length > 0) throw new Error(`could not unmount everything under ${dir}`);
   rmSync(dir, { recursive: true, force: true });
 }
 

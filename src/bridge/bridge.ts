@@ -22,6 +22,8 @@ export interface RunBridge {
   mounts: ExtraMount[];
   env: Record<string, string>;
   network?: { mode: string; extraHosts: string[] };
+  /** Calls made and refused so far in this run. */
+  stats(): { calls: number; refusals: number };
   close(): Promise<void>;
 }
 
@@ -72,13 +74,18 @@ export class Bridge {
     await this.start();
     const servers = new Set(this.pool.names);
     const token = this.tokens.issue({ runId: run.runId, userId: run.userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
+    let refusals = 0;
     const deps = {
       tokens: this.tokens,
       upstreams: this.pool,
       limits: this.config.bridge,
       logger: this.logger,
-      ...(this.onEvent ? { onEvent: this.onEvent } : {}),
+      onEvent: (e: CallbackEvent) => {
+        if (e.kind === "refusal") refusals++;
+        this.onEvent?.(e);
+      },
     };
+    const stats = () => ({ calls: this.tokens.calls(run.runId), refusals });
     const tcp = this.config.bridge.transport === "tcp";
     let callback: RunCallbackServer;
     try {
@@ -101,12 +108,14 @@ export class Bridge {
           env: { CODEBOX_BRIDGE_URL: `http://${tcpHost}:${callback.port}`, CODEBOX_BRIDGE_TOKEN: token },
           network: { mode: tcpNetwork, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] },
           close,
+          stats,
         };
       }
       return {
         mounts: [servers, { source: callback.dir!, target: SANDBOX_SOCKET_DIR, readOnly: true }],
         env: { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token },
         close,
+        stats,
       };
     } catch (err) {
       await close();

@@ -60,6 +60,11 @@ export class RunTokens {
     if (this.revoked.size > REVOKED_MEMORY) this.revoked.delete(this.revoked.keys().next().value!);
   }
 
+  /** Calls made so far with the run's token (0 once revoked). */
+  calls(runId: string): number {
+    return this.live.get(runId)?.grant.calls ?? 0;
+  }
+
   get liveCount(): number {
     return this.live.size;
   }

@@ -83,6 +83,29 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    limits: z
+      .object({
+        maxConcurrentRuns: z.number().int().min(1).max(1024).default(8),
+        maxRunsPerUser: z.number().int().min(1).max(1024).default(4),
+        maxQueuedRuns: z.number().int().min(0).max(100_000).default(32),
+      })
+      .strict()
+      .prefault({}),
+    storage: z
+      .object({
+        quota: z.enum(["auto", "kernel", "soft", "off"]).default("auto"),
+        quotaMiB: z.number().int().min(8).max(16 * 1024 * 1024).default(1024),
+        quotaInodes: z.number().int().min(1024).max(1 << 30).default(65_536),
+      })
+      .strict()
+      .prefault({}),
+    audit: z
+      .object({
+        path: z.string().min(1).optional(),
+        enabled: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
     mcpServers: z
       .record(z.string().regex(SERVER_NAME, "server names are 1-64 letters, digits, '_' or '-'"), UpstreamServerSchema)
       .default({}),

@@ -1,10 +1,12 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { Bridge } from "../bridge/bridge.js";
 import type { Config, ProfileName } from "../config/schema.js";
-import { InputError } from "../shared/errors.js";
+import { InputError, errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import { type AuditLog, noAudit } from "../stores/audit.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import type { Language, RunResult, SandboxBackend } from "./backend.js";
+import { RunLimiter } from "./limits.js";
 
 export interface ExecuteRequest {
   userId: string;
@@ -15,15 +17,27 @@ export interface ExecuteRequest {
   signal?: AbortSignal | undefined;
 }
 
-/** Turns a validated tool call into a sandbox run: limits, the user's directories, logging. */
+export interface ExecutorDeps {
+  config: Config;
+  backend: SandboxBackend;
+  dirs: UserDirectories;
+  logger: Logger;
+  bridge?: Bridge | undefined;
+  audit?: AuditLog | undefined;
+}
+
+/** Turns a validated tool call into a sandbox run: admission, limits, the user's directories, the bridge, the audit record. */
 export class CodeExecutor {
-  constructor(
-    private readonly config: Config,
-    private readonly backend: SandboxBackend,
-    private readonly dirs: UserDirectories,
-    private readonly logger: Logger,
-    private readonly bridge?: Bridge,
-  ) {}
+  readonly limiter: RunLimiter;
+  private readonly config: Config;
+  private readonly audit: AuditLog;
+
+  constructor(private readonly deps: ExecutorDeps) {
+    this.config = deps.config;
+    this.audit = deps.audit ?? noAudit;
+    const l = deps.config.limits;
+    this.limiter = new RunLimiter({ maxConcurrent: l.maxConcurrentRuns, maxPerUser: l.maxRunsPerUser, maxQueued: l.maxQueuedRuns });
+  }
 
   limits(profileName?: ProfileName) {
     const name = profileName ?? this.config.sandbox.profile;
@@ -39,13 +53,24 @@ export class CodeExecutor {
     if (req.timeoutMs !== undefined && req.timeoutMs > limits.timeoutMs) {
       throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
     }
+    const release = await this.limiter.acquire(req.userId, req.signal);
     const runId = randomUUID();
     const timeoutMs = req.timeoutMs ?? limits.timeoutMs;
-    const mounts = await this.dirs.ensure(req.userId);
-    this.logger.debug("run requested", { runId, userId: req.userId, language: req.language, codeBytes: bytes });
-    const bridge = await this.bridge?.openRun({ runId, userId: req.userId, timeoutMs });
+    const record = {
+      kind: "run" as const,
+      userId: req.userId,
+      runId,
+      codeSha256: createHash("sha256").update(req.code).digest("hex"),
+      language: req.language,
+      runtime: this.config.sandbox.runtime,
+    };
+    let bridge: Awaited<ReturnType<Bridge["openRun"]>> | undefined;
     try {
-      return await this.backend.run({
+      const mounts = await this.deps.dirs.ensure(req.userId);
+      await this.deps.dirs.volumes?.check([mounts.workspace, mounts.skills]);
+      this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, codeBytes: bytes });
+      bridge = await this.deps.bridge?.openRun({ runId, userId: req.userId, timeoutMs });
+      const result = await this.deps.backend.run({
         runId,
         userId: req.userId,
         language: req.language,
@@ -58,9 +83,17 @@ export class CodeExecutor {
         ...(bridge?.network ? { network: bridge.network } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
       });
+      const stats = bridge?.stats() ?? { calls: 0, refusals: 0 };
+      this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: result.canceled, upstreamCalls: stats.calls, refusals: stats.refusals });
+      return result;
+    } catch (err) {
+      const stats = bridge?.stats() ?? { calls: 0, refusals: 0 };
+      this.audit.write({ ...record, durationMs: 0, exitCode: null, timedOut: false, oomKilled: false, canceled: req.signal?.aborted ?? false, upstreamCalls: stats.calls, refusals: stats.refusals, error: errorMessage(err) });
+      throw err;
     } finally {
       // Security: the token dies and the socket disappears the moment the run ends.
       await bridge?.close();
+      release();
     }
   }
 }

@@ -11,7 +11,9 @@ export type ErrorCode =
   | "CODEBOX_SANDBOX_FAILED"
   | "CODEBOX_CANCELED"
   | "CODEBOX_UNSAFE_PATH"
-  | "CODEBOX_UPSTREAM_UNAVAILABLE";
+  | "CODEBOX_UPSTREAM_UNAVAILABLE"
+  | "CODEBOX_BUSY"
+  | "CODEBOX_QUOTA_EXCEEDED";
 
 export class CodeboxError extends Error {
   readonly code: ErrorCode;

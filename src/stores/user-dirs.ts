@@ -1,6 +1,7 @@
 import { constants, promises as fs } from "node:fs";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { UnsafePathError } from "../shared/errors.js";
+import type { UserVolumes } from "./volumes.js";
 
 // Host-side handling of a user's directories. Sandboxed code can write anything inside
 // /workspace and /skills, including symlinks and hardlinks to host paths. Everything here treats
@@ -66,6 +67,8 @@ export class UserDirectories {
     private readonly dataDir: string,
     /** uid (and gid) the sandbox runs as; its directories must be writable by it. */
     private readonly sandboxUid: number,
+    /** Per-user storage volumes (quotas); without it, plain directories. */
+    readonly volumes?: UserVolumes,
   ) {}
 
   pathsFor(userId: string): UserDirs {
@@ -80,6 +83,10 @@ export class UserDirectories {
     await fs.mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     await ensureRealDir(join(this.dataDir, "users"), 0o700);
     await ensureRealDir(dirs.root, 0o700);
+    if (this.volumes) {
+      await this.volumes.prepare(userId, dirs.root);
+      await ensureRealDir(dirs.root, 0o700);
+    }
     const own = process.getuid?.() ?? 0;
     // Root can hand the directories to the sandbox uid; anyone else runs the sandbox as themselves.
     const owner = own === 0 ? this.sandboxUid : undefined;

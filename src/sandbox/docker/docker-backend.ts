@@ -13,6 +13,24 @@ import { buildImage, defaultImageTag } from "./image-builder.js";
 import { LABEL, containerLabels, currentInstance, type ServerInstance } from "./labels.js";
 import { reapOrphans } from "./reaper.js";
 
+interface SeccompProfile {
+  syscalls: Array<{ names: string[]; action: string; errnoRet?: number }>;
+}
+
+/**
+ * gVisor applies the OCI profile inside its own kernel (runsc --oci-seccomp) but ignores a
+ * rule's errnoRet: clone3 would fail with EPERM instead of ENOSYS and glibc would not fall back
+ * to clone, so no thread could start. Under gVisor clone3 is allowed: it reaches gVisor's
+ * kernel, not the host's, and namespaces made there are gVisor's own.
+ */
+export function forRuntime(profile: SeccompProfile, runtime: "runc" | "runsc"): SeccompProfile {
+  if (runtime !== "runsc") return profile;
+  return {
+    ...profile,
+    syscalls: profile.syscalls.map((s) => (s.names.length === 1 && s.names[0] === "clone3" ? { names: ["clone3"], action: "SCMP_ACT_ALLOW" } : s)),
+  };
+}
+
 /** How long after exit we keep reading output still in flight on the attach stream. */
 const DRAIN_GRACE_MS = 2_000;
 /** Extra lifetime in a container's expiry label beyond its run timeout (create, start, drain). */
@@ -60,7 +78,7 @@ export class DockerSandboxBackend implements SandboxBackend {
       } catch (err) {
         throw new SandboxError(`The seccomp profile ${path} cannot be used: ${errorMessage(err)}. Fix the file or unset sandbox.seccompProfile.`, err);
       }
-      this.seccompJson = JSON.stringify(JSON.parse(text));
+      this.seccompJson = JSON.stringify(forRuntime(JSON.parse(text) as SeccompProfile, this.config.sandbox.runtime));
     }
     return this.seccompJson;
   }
