@@ -44,7 +44,7 @@ export function createApp(config: Config, logger: Logger): App {
     bridge,
     volumes,
     audit,
-    createServer: () => createMcpServer({ executor, bridge, logger, localUserId: config.userId }),
+    createServer: () => createMcpServer({ executor, bridge, logger, localUserId: config.userId, runtime: config.sandbox.runtime }),
     async warmUp() {
       void bridge.start();
       try {

@@ -4,6 +4,7 @@ import type { CodeExecutor } from "../sandbox/executor.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
 import { registerExecuteCodeTool } from "./tools/execute-code.js";
+import { registerSandboxInfoTool } from "./tools/sandbox-info.js";
 import { registerSearchToolsTool } from "./tools/search-tools.js";
 
 export interface McpServerDeps {
@@ -11,6 +12,7 @@ export interface McpServerDeps {
   bridge: Bridge;
   logger: Logger;
   localUserId: string;
+  runtime: string;
 }
 
 export const SERVER_INSTRUCTIONS =
@@ -31,5 +33,6 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     upstreams: deps.bridge.pool.names,
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger });
+  registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: () => deps.localUserId, runtime: deps.runtime });
   return server;
 }

@@ -1,0 +1,69 @@
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { z } from "zod";
+import type { CodeExecutor } from "../../sandbox/executor.js";
+import { SANDBOX_PROBE_JS, type SandboxFacts } from "../../sandbox/probe.js";
+import { SandboxError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { toolError } from "../result.js";
+
+const facts = z.object({
+  runtime: z.string(),
+  uid: z.number(),
+  gid: z.number(),
+  capEff: z.string().nullable(),
+  capPrm: z.string().nullable(),
+  capBnd: z.string().nullable(),
+  noNewPrivs: z.boolean().nullable(),
+  seccompMode: z.number().nullable(),
+  readOnlyRoot: z.boolean(),
+  writable: z.object({ workspace: z.boolean(), skills: z.boolean(), tmp: z.boolean(), servers: z.boolean() }),
+  network: z.object({ interfaces: z.array(z.string()), tcpToInternet: z.string(), cloudMetadata: z.string(), dns: z.string() }),
+  limits: z.object({
+    memoryBytes: z.union([z.number(), z.literal("max")]).nullable(),
+    cpus: z.number().nullable(),
+    pids: z.union([z.number(), z.literal("max")]).nullable(),
+    openFiles: z.union([z.number(), z.literal("unlimited")]).nullable(),
+    fileSizeBytes: z.union([z.number(), z.literal("unlimited")]).nullable(),
+    tmpBytes: z.number().nullable(),
+  }),
+  dockerSocket: z.boolean(),
+  environment: z.array(z.string()),
+  kernel: z.string(),
+  node: z.string(),
+});
+
+export function registerSandboxInfoTool(server: McpServer, deps: { executor: CodeExecutor; logger: Logger; userIdFor: (authInfo: unknown) => string; runtime: string }): void {
+  server.registerTool(
+    "sandbox_info",
+    {
+      title: "Inspect the sandbox",
+      description:
+        "Starts a sandbox and reports its isolation as measured from inside it: uid, capabilities, seccomp mode, no-new-privileges, " +
+        "read-only root, which paths are writable, network reachability (internet, cloud metadata, DNS), memory/CPU/process/file limits, runtime. " +
+        "Use it to check a deployment; it changes nothing.",
+      inputSchema: {},
+      outputSchema: facts.shape,
+      annotations: { title: "Inspect the sandbox", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    },
+    async (_args, extra) => {
+      try {
+        const r = await deps.executor.execute({ userId: deps.userIdFor(extra.authInfo), code: SANDBOX_PROBE_JS, language: "javascript", signal: extra.signal });
+        if (r.exitCode !== 0) throw new SandboxError(`the probe failed in the sandbox (exit ${r.exitCode}): ${r.stderr.slice(0, 500)}`);
+        const measured = JSON.parse(r.stdout) as SandboxFacts;
+        const out = { runtime: deps.runtime, ...measured };
+        const l = measured.limits;
+        const text = [
+          `runtime ${deps.runtime} (kernel ${measured.kernel}), Node ${measured.node}`,
+          `uid ${measured.uid}, gid ${measured.gid}; CapEff ${measured.capEff}; NoNewPrivs ${measured.noNewPrivs}; seccomp mode ${measured.seccompMode} (2 = filtering)`,
+          `root read-only: ${measured.readOnlyRoot}; writable: ${Object.entries(measured.writable).filter(([, v]) => v).map(([k]) => k).join(", ")}`,
+          `network: interfaces ${measured.network.interfaces.join(", ")}; internet TCP ${measured.network.tcpToInternet}; cloud metadata ${measured.network.cloudMetadata}; DNS ${measured.network.dns}`,
+          `limits: memory ${l.memoryBytes}, cpus ${l.cpus}, pids ${l.pids}, open files ${l.openFiles}, file size ${l.fileSizeBytes}, /tmp ${l.tmpBytes} bytes`,
+          `docker socket visible: ${measured.dockerSocket}; environment: ${measured.environment.join(", ")}`,
+        ].join("\n");
+        return { content: [{ type: "text", text }], structuredContent: out };
+      } catch (err) {
+        return toolError(err, deps.logger);
+      }
+    },
+  );
+}
