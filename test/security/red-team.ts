@@ -90,8 +90,8 @@ const ATTACKS: Attack[] = [
   // ---- exhausting the host
   {
     name: "fork bomb",
-    expected: "stopped by the pids cap; the next run works",
-    async run({ alice }) {
+    expected: "contained: spawns fail at the pids cap (gVisor: or its kernel stops the sandbox); the next run works",
+    async run({ alice, lab }) {
       const r = await alice.run(`
         import { spawn } from "node:child_process";
         let ok = 0, failed = 0;
@@ -103,7 +103,8 @@ const ATTACKS: Attack[] = [
         console.log(JSON.stringify({ ok, failed }));`, { timeoutMs: 15_000 });
       const after = await alice.run("console.log('alive')");
       const facts = r.stdout ? (JSON.parse(r.stdout) as { failed: number }) : { failed: -1 };
-      return { observed: `${r.stdout.trim() || (r.timedOut ? "timed out" : `exit ${r.exitCode}`)}; next run: ${after.stdout.trim()}`, pass: after.stdout === "alive\n" && (facts.failed > 0 || r.timedOut || r.oomKilled) };
+      const sandboxStopped = lab.runtime === "runsc" && r.exitCode !== 0;
+      return { observed: `${r.stdout.trim() || (r.timedOut ? "timed out" : `exit ${r.exitCode}`)}; next run: ${after.stdout.trim()}`, pass: after.stdout === "alive\n" && (facts.failed > 0 || r.timedOut || r.oomKilled || sandboxStopped) };
     },
   },
   {
@@ -425,10 +426,10 @@ const ATTACKS: Attack[] = [
   },
   {
     name: "write to the generated /servers code",
-    expected: "EROFS",
-    async run({ alice }) {
+    expected: "EROFS (gVisor reports a read-only mount as EACCES)",
+    async run({ alice, lab }) {
       const r = await alice.run('import fs from "node:fs"; try { fs.writeFileSync("/servers/client.ts", "export {}"); console.log("written") } catch (e) { console.log("error " + e.code) }');
-      return { observed: r.stdout.trim(), pass: r.stdout.trim() === "error EROFS" };
+      return { observed: r.stdout.trim(), pass: r.stdout.trim() === "error EROFS" || (lab.runtime === "runsc" && r.stdout.trim() === "error EACCES") };
     },
   },
   {

@@ -17,6 +17,14 @@ export interface HardeningOptions {
 
 const MiB = 1024 * 1024;
 
+/**
+ * Under gVisor the pids cgroup also counts the sandbox kernel's own threads (the Go runtime of
+ * runsc's sentry and gofer): with the bare profile value, gVisor cannot even start a child
+ * process, and a fork bomb kills the sandbox kernel instead of meeting a limit. Measured here:
+ * 64 fails, 96 works; this headroom keeps the profile's budget for the code itself.
+ */
+export const RUNSC_PIDS_OVERHEAD = 128;
+
 /** Fields the engine accepts that @types/dockerode does not list yet. */
 export type SandboxHostConfig = HostConfig & { CgroupnsMode?: "private" | "host" };
 
@@ -42,7 +50,7 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
     MemorySwap: memory,
     NanoCpus: Math.round(o.profile.cpus * 1e9),
     // Security: a cgroup pids cap (not RLIMIT_NPROC, which counts per uid across the host).
-    PidsLimit: o.profile.pidsLimit,
+    PidsLimit: o.profile.pidsLimit + (o.runtime === "runsc" ? RUNSC_PIDS_OVERHEAD : 0),
     Ulimits: [
       { Name: "nofile", Soft: o.nofile, Hard: o.nofile },
       { Name: "fsize", Soft: o.fsizeBytes, Hard: o.fsizeBytes },
