@@ -19,6 +19,7 @@ export interface App {
   executor: CodeExecutor;
   bridge: Bridge;
   volumes: UserVolumes;
+  dirs: UserDirectories;
   audit: AuditLog;
   /** A new MCP server bound to this app's parts (one per client connection). */
   createServer(): McpServer;
@@ -43,6 +44,7 @@ export function createApp(config: Config, logger: Logger): App {
     executor,
     bridge,
     volumes,
+    dirs,
     audit,
     createServer: () => createMcpServer({ executor, bridge, logger, localUserId: config.userId, runtime: config.sandbox.runtime }),
     async warmUp() {

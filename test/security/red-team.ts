@@ -526,6 +526,30 @@ export function defineRedTeam(runtime: Runtime): void {
       expect(ATTACKS.length).toBeGreaterThanOrEqual(30);
     });
 
+    it("sandbox_info reports what the suite measures from inside", async () => {
+      const info = (await ctx.alice.call("sandbox_info", {})).structuredContent as Record<string, any>;
+      const measured = JSON.parse(
+        (
+          await ctx.alice.run(`
+            import fs from "node:fs"; import os from "node:os"; import dns from "node:dns/promises";
+            const st = fs.readFileSync("/proc/self/status", "utf8");
+            const f = (k: string) => st.split("\\n").find((l) => l.startsWith(k + ":"))?.split(":")[1]?.trim() ?? null;
+            let rootWritable = true; try { fs.writeFileSync("/etc/probe", "x") } catch { rootWritable = false }
+            const dnsWorks = await dns.lookup("example.com").then(() => true, () => false);
+            console.log(JSON.stringify({ uid: process.getuid(), capEff: f("CapEff"), seccomp: Number(f("Seccomp")), rootWritable, interfaces: Object.keys(os.networkInterfaces()), dnsWorks, docker: fs.existsSync("/var/run/docker.sock") }));`)
+        ).stdout,
+      ) as Record<string, unknown>;
+      expect(info.runtime).toBe(runtime);
+      expect(info.uid).toBe(measured.uid);
+      expect(info.capEff).toBe(measured.capEff);
+      expect(info.seccompMode).toBe(measured.seccomp);
+      expect(info.readOnlyRoot).toBe(!measured.rootWritable);
+      expect(info.network.interfaces).toEqual(measured.interfaces);
+      expect(info.network.dns === "resolved").toBe(measured.dnsWorks);
+      expect(info.dockerSocket).toBe(measured.docker);
+      expect(info.writable).toEqual({ workspace: true, skills: true, tmp: true, servers: false });
+    });
+
     for (const attack of ATTACKS) {
       it(attack.name, async () => {
         let row: Row;
