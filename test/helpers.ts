@@ -44,8 +44,19 @@ export function testLogger(): Logger {
 }
 
 /** A config for tests: a fresh data dir, plus any overrides (dotted keys, as flags). */
+/**
+ * The runtime tests use where they do not choose one: runc, or CODEBOX_TEST_RUNTIME=runsc to run
+ * the whole suite under gVisor (the isolation tests run under both either way).
+ */
+export const defaultTestRuntime = process.env.CODEBOX_TEST_RUNTIME === "runsc" ? "runsc" : "runc";
+
 export function testConfig(flags: Record<string, unknown> = {}): Config {
-  return loadConfig({ env: {}, flags: { dataDir: tempDir("data"), logLevel: "silent", ...flags } });
+  return loadConfig({ env: {}, flags: { dataDir: tempDir("data"), logLevel: "silent", "sandbox.runtime": defaultTestRuntime, ...flags } });
+}
+
+/** Environment for a server process started by a test. */
+export function serverProcessEnv(extra: Record<string, string>): Record<string, string> {
+  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_RUNTIME: defaultTestRuntime, ...extra };
 }
 
 export function testApp(flags: Record<string, unknown> = {}): App {

@@ -6,7 +6,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { cliPath, everythingServerPath, removeDir, repoRoot, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
+import { cliPath, everythingServerPath, removeDir, repoRoot, rowsServerPath, serverProcessEnv, tempDir, waitForNoContainers } from "../helpers.js";
 
 // The built server over stdio, with real upstream MCP servers from its config file: the
 // registry's @modelcontextprotocol/server-everything and the project's rows fixture.
@@ -45,7 +45,7 @@ beforeAll(async () => {
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [cliPath, "--config", configFile],
-    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_DATA_DIR: join(dir, "data"), CODEBOX_USER_ID: USER },
+    env: serverProcessEnv({ CODEBOX_DATA_DIR: join(dir, "data"), CODEBOX_USER_ID: USER }),
     stderr: "pipe",
   });
   client = new Client({ name: "e2e-bridge", version: "1" });

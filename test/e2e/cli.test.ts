@@ -8,12 +8,12 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { cliPath, removeDir, repoRoot, tempDir, waitForNoContainers } from "../helpers.js";
+import { cliPath, removeDir, repoRoot, serverProcessEnv, tempDir, waitForNoContainers } from "../helpers.js";
 
 const execFileP = promisify(execFile);
 const USER = `e2e-cli-${process.pid}`;
 const dataDir = tempDir("e2e-cli");
-const baseEnv = { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_DATA_DIR: dataDir, CODEBOX_USER_ID: USER };
+const baseEnv = serverProcessEnv({ CODEBOX_DATA_DIR: dataDir, CODEBOX_USER_ID: USER });
 
 interface Exec {
   code: number;

@@ -4,7 +4,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { cliPath, removeDir, tempDir, waitForNoContainers } from "../helpers.js";
+import { cliPath, removeDir, serverProcessEnv, tempDir, waitForNoContainers } from "../helpers.js";
 
 // The built CLI, launched the way an editor launches it, driven by the SDK's real Client.
 const USER = `e2e-stdio-${process.pid}`;
@@ -13,7 +13,7 @@ let client: Client;
 let stderr = "";
 
 function serverEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_DATA_DIR: dataDir, CODEBOX_USER_ID: USER, CODEBOX_LOG_LEVEL: "info", ...extra };
+  return serverProcessEnv({ CODEBOX_DATA_DIR: dataDir, CODEBOX_USER_ID: USER, CODEBOX_LOG_LEVEL: "info", ...extra });
 }
 
 async function connect(env: Record<string, string>): Promise<Client> {

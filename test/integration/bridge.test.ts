@@ -302,3 +302,25 @@ describe("TCP mode (for engines that cannot share a unix socket)", () => {
     }
   });
 });
+
+describe("the audit log", () => {
+  it("has one JSON line per run and per callback, refusals included", async () => {
+    const r = await run('import { echo } from "/servers/rows/index.ts"; await echo({ message: "audited" }); console.log("ok")');
+    expect(r.stdout).toBe("ok\n");
+    await new Promise((res) => setTimeout(res, 200));
+    const records = readFileSync(join(app.config.dataDir, "audit.log"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const runRecord = records.findLast((x) => x.kind === "run" && x.upstreamCalls === 1 && x.exitCode === 0);
+    expect(runRecord).toMatchObject({ userId: "alice", language: "typescript", runtime: "runc", timedOut: false, oomKilled: false });
+    expect(runRecord!.codeSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(typeof runRecord!.time).toBe("string");
+    const call = records.find((x) => x.kind === "call" && x.runId === runRecord!.runId);
+    expect(call).toMatchObject({ server: "rows", tool: "echo", ok: true, userId: "alice" });
+    // The token tests above were refused: each refusal is on record with its reason.
+    const reasons = new Set(records.filter((x) => x.kind === "refusal").map((x) => x.reason));
+    for (const reason of ["missing", "forged", "expired", "other-run"]) expect(reasons.has(reason), reason).toBe(true);
+    expect(records.some((x) => x.kind === "run" && x.timedOut === true)).toBe(true);
+  });
+});
