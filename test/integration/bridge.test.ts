@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../../src/app.js";
 import { loadConfig } from "../../src/config/load.js";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { capturingLogger, docker, removeDir, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
+import { capturingLogger, defaultTestRuntime, docker, removeDir, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
 
 // The bridge with a real upstream MCP server (test/fixtures/rows-server.mjs over stdio) and
 // real containers: sandboxed code calls upstream tools through /servers and the callback socket.
@@ -22,6 +22,7 @@ function makeApp(flags: Record<string, unknown> = {}): { app: App; lines: Array<
     env: {},
     flags: {
       dataDir: tempDir("bridge"),
+      "sandbox.runtime": defaultTestRuntime,
       "sandbox.profiles": { light: {}, standard: { timeoutMs: 20_000 }, heavy: {} },
       mcpServers: { rows: { command: process.execPath, args: [rowsServerPath], env: { ROWS_SECRET: CANARY, ROWS_EVENTS_FILE: eventsFile } } },
       "bridge.maxCallsPerRun": 20,
@@ -313,7 +314,7 @@ describe("the audit log", () => {
       .split("\n")
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const runRecord = records.findLast((x) => x.kind === "run" && x.upstreamCalls === 1 && x.exitCode === 0);
-    expect(runRecord).toMatchObject({ userId: "alice", language: "typescript", runtime: "runc", timedOut: false, oomKilled: false });
+    expect(runRecord).toMatchObject({ userId: "alice", language: "typescript", runtime: defaultTestRuntime, timedOut: false, oomKilled: false });
     expect(runRecord!.codeSha256).toMatch(/^[0-9a-f]{64}$/);
     expect(typeof runRecord!.time).toBe("string");
     const call = records.find((x) => x.kind === "call" && x.runId === runRecord!.runId);
