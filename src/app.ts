@@ -8,6 +8,7 @@ import { CodeExecutor } from "./sandbox/executor.js";
 import { errorMessage } from "./shared/errors.js";
 import type { Logger } from "./shared/logger.js";
 import { join } from "node:path";
+import { Metrics } from "./shared/metrics.js";
 import { type AuditLog, FileAuditLog, noAudit } from "./stores/audit.js";
 import { UserDirectories } from "./stores/user-dirs.js";
 import { UserVolumes } from "./stores/volumes.js";
@@ -21,8 +22,12 @@ export interface App {
   volumes: UserVolumes;
   dirs: UserDirectories;
   audit: AuditLog;
-  /** A new MCP server bound to this app's parts (one per client connection). */
-  createServer(): McpServer;
+  metrics: Metrics;
+  /**
+   * A new MCP server bound to this app's parts (one per client connection). Without a resolver,
+   * every call runs as the configured local user (stdio).
+   */
+  createServer(userIdFor?: (authInfo: unknown) => string): McpServer;
   /** Background start-up work: remove orphans, make sure the image exists. Never throws. */
   warmUp(): Promise<void>;
   close(): Promise<void>;
@@ -34,8 +39,19 @@ export function createApp(config: Config, logger: Logger): App {
   const volumes = new UserVolumes({ dataDir: config.dataDir, mode: config.storage.quota, quotaMiB: config.storage.quotaMiB, quotaInodes: config.storage.quotaInodes, logger });
   const dirs = new UserDirectories(config.dataDir, backend.uid(), config.storage.quota === "off" ? undefined : volumes);
   const audit: AuditLog = config.audit.enabled ? new FileAuditLog(config.audit.path ?? join(config.dataDir, "audit.log"), logger) : noAudit;
-  const bridge = new Bridge(config, logger, (e) => audit.write(e));
-  const executor = new CodeExecutor({ config, backend: backend as SandboxBackend, dirs, logger, bridge, audit });
+  let executorRef: CodeExecutor | undefined;
+  const metrics = new Metrics({
+    queued: () => executorRef?.limiter.stats.queued ?? 0,
+    running: () => executorRef?.limiter.stats.active ?? 0,
+    containers: () => backend.activeContainers,
+  });
+  const bridge = new Bridge(config, logger, (e) => {
+    audit.write(e);
+    if (e.kind === "call") metrics.bridgeCall(e.ok);
+    else metrics.bridgeRefusal(e.reason);
+  });
+  const executor = new CodeExecutor({ config, backend: backend as SandboxBackend, dirs, logger, bridge, audit, metrics });
+  executorRef = executor;
   let closed = false;
   return {
     config,
@@ -46,7 +62,8 @@ export function createApp(config: Config, logger: Logger): App {
     volumes,
     dirs,
     audit,
-    createServer: () => createMcpServer({ executor, bridge, logger, localUserId: config.userId, runtime: config.sandbox.runtime }),
+    metrics,
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ executor, bridge, logger, userIdFor, runtime: config.sandbox.runtime }),
     async warmUp() {
       void bridge.start();
       try {

@@ -8,12 +8,15 @@ import { formatDoctor, runDoctor } from "./doctor.js";
 import { CodeboxError, errorMessage } from "./shared/errors.js";
 import { createLogger, type LogLevel } from "./shared/logger.js";
 import { packageVersion } from "./shared/paths.js";
+import { serveHttp } from "./transport/http.js";
 import { serveStdio } from "./transport/stdio.js";
 
 const HELP = `codebox-mcp ${packageVersion()}: an MCP server that runs TypeScript/JavaScript in fresh, hardened Docker containers
 
 Usage:
   codebox-mcp [serve]                  serve MCP over stdio (what an editor's MCP config launches)
+  codebox-mcp serve --http [--host <addr>] [--port <n>]
+                                       serve MCP over Streamable HTTP for many users (API keys / OAuth)
   codebox-mcp run <file> [--lang ts|js] [--timeout <ms>]
   codebox-mcp run -e <code> [--lang ts|js] [--timeout <ms>]
                                        run once in a sandbox, print its output, exit with its exit code
@@ -42,6 +45,9 @@ const OPTIONS = {
   lang: { type: "string" },
   timeout: { type: "string" },
   offline: { type: "boolean" },
+  http: { type: "boolean" },
+  host: { type: "string" },
+  port: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "v" },
 } as const;
@@ -87,6 +93,8 @@ async function main(argv: string[]): Promise<number> {
       "sandbox.runtime": values.runtime,
       "sandbox.profile": values.profile,
       "sandbox.image": values.image,
+      "http.host": values.host,
+      "http.port": values.port === undefined ? undefined : /^\d+$/.test(values.port) ? Number(values.port) : values.port,
       // A person reads the CLI commands' stderr: only what needs attention, unless asked.
       logLevel: values["log-level"] ?? (interactive && !process.env.CODEBOX_LOG_LEVEL ? (command === "run" ? "warn" : "info") : undefined),
     },
@@ -97,8 +105,19 @@ async function main(argv: string[]): Promise<number> {
     case "serve": {
       if (rest.length > 0) throw new UsageError(`serve takes no arguments, got "${rest.join(" ")}"`);
       const app = createApp(config, logger);
-      await serveStdio(app);
-      return -1; // keep running
+      if (!values.http) {
+        await serveStdio(app);
+        return -1; // keep running
+      }
+      const server = await serveHttp(app);
+      const stop = (signal: string) => {
+        const force = setTimeout(() => process.exit(1), config.http.shutdownGraceMs + 15_000);
+        force.unref();
+        void server.shutdown(signal).then(() => process.exit(0));
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+      return -1;
     }
     case "run": {
       const file = rest[0];

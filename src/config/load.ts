@@ -7,7 +7,7 @@ import { ConfigSchema, type Config } from "./schema.js";
 type Plain = Record<string, unknown>;
 
 /** Environment variables and the config key each one sets. docs/CONFIG.md lists the same. */
-export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" | "int" }> = [
+export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" | "int" | "apiKeys" }> = [
   { env: "CODEBOX_DATA_DIR", key: "dataDir", type: "string" },
   { env: "CODEBOX_LOG_LEVEL", key: "logLevel", type: "string" },
   { env: "CODEBOX_USER_ID", key: "userId", type: "string" },
@@ -19,6 +19,13 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" 
   { env: "CODEBOX_MAX_CODE_BYTES", key: "sandbox.maxCodeBytes", type: "int" },
   { env: "CODEBOX_MAX_OUTPUT_BYTES", key: "sandbox.maxOutputBytes", type: "int" },
   { env: "CODEBOX_SECCOMP_PROFILE", key: "sandbox.seccompProfile", type: "string" },
+  { env: "CODEBOX_HTTP_HOST", key: "http.host", type: "string" },
+  { env: "CODEBOX_HTTP_PORT", key: "http.port", type: "int" },
+  { env: "CODEBOX_PUBLIC_URL", key: "http.publicUrl", type: "string" },
+  { env: "CODEBOX_API_KEYS", key: "auth.apiKeys", type: "apiKeys" },
+  { env: "CODEBOX_OAUTH_ISSUER", key: "auth.oauth.issuer", type: "string" },
+  { env: "CODEBOX_OAUTH_AUDIENCE", key: "auth.oauth.audience", type: "string" },
+  { env: "CODEBOX_OAUTH_JWKS_URI", key: "auth.oauth.jwksUri", type: "string" },
 ];
 
 export interface ConfigSources {
@@ -77,6 +84,20 @@ function readConfigFile(path: string): Plain {
   return parsed;
 }
 
+/** CODEBOX_API_KEYS: "alice=<key>,bob=sha256:<hex>" (user id, then the key or its hash). */
+export function parseApiKeys(raw: string): Array<{ userId: string; key?: string; keyHash?: string }> {
+  return raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((pair) => {
+      const i = pair.indexOf("=");
+      const userId = i < 0 ? "" : pair.slice(0, i);
+      const value = i < 0 ? pair : pair.slice(i + 1);
+      return value.startsWith("sha256:") ? { userId, keyHash: value } : { userId, key: value };
+    });
+}
+
 /** Merges defaults < config file < environment < flags, then validates once. */
 export function loadConfig(sources: ConfigSources): Config {
   const home = sources.homeDir ?? homedir();
@@ -89,7 +110,7 @@ export function loadConfig(sources: ConfigSources): Config {
   for (const { env, key, type } of ENV_KEYS) {
     const raw = sources.env[env];
     if (raw === undefined || raw === "") continue;
-    setPath(fromEnv, key, type === "int" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw);
+    setPath(fromEnv, key, type === "int" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : type === "apiKeys" ? parseApiKeys(raw) : raw);
   }
   merged = deepMerge(merged, fromEnv);
 

@@ -106,6 +106,51 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    http: z
+      .object({
+        host: z.string().default("127.0.0.1"),
+        port: z.number().int().min(0).max(65535).default(8080),
+        /** Host header names accepted besides localhost, 127.0.0.1, [::1] and the bind address. */
+        allowedHosts: z.array(z.string()).default([]),
+        /** Origins accepted from browsers; requests with any other Origin get 403. */
+        allowedOrigins: z.array(z.string()).default([]),
+        maxBodyBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+        /** The URL clients use to reach /mcp (for OAuth metadata); default http://<host>:<port>/mcp. */
+        publicUrl: z.url().optional(),
+        sessionIdleMs: z.number().int().min(1000).default(30 * 60 * 1000),
+        shutdownGraceMs: z.number().int().min(0).max(3_600_000).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    auth: z
+      .object({
+        apiKeys: z
+          .array(
+            z
+              .object({
+                userId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.', '-'"),
+                key: z.string().min(16, "API keys must be at least 16 characters").optional(),
+                keyHash: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be "sha256:" and 64 hex digits').optional(),
+              })
+              .strict()
+              .refine((k) => (k.key === undefined) !== (k.keyHash === undefined), "give exactly one of key or keyHash"),
+          )
+          .default([]),
+        oauth: z
+          .object({
+            issuer: z.string().min(1),
+            audience: z.string().min(1),
+            jwksUri: z.url(),
+            requiredScopes: z.array(z.string()).default([]),
+            userClaim: z.string().default("sub"),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
+    /** Upstream servers only some users may call (in addition to the shared mcpServers). */
+    userMcpServers: z.record(z.string(), z.record(z.string().regex(SERVER_NAME), UpstreamServerSchema)).default({}),
     mcpServers: z
       .record(z.string().regex(SERVER_NAME, "server names are 1-64 letters, digits, '_' or '-'"), UpstreamServerSchema)
       .default({}),

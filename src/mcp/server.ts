@@ -11,7 +11,8 @@ export interface McpServerDeps {
   executor: CodeExecutor;
   bridge: Bridge;
   logger: Logger;
-  localUserId: string;
+  /** The user a request runs as: from the authenticated request (HTTP) or the local user (stdio). */
+  userIdFor: (authInfo: unknown) => string;
   runtime: string;
 }
 
@@ -28,11 +29,11 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
   registerExecuteCodeTool(server, {
     executor: deps.executor,
     logger: deps.logger,
-    userIdFor: () => deps.localUserId,
+    userIdFor: deps.userIdFor,
     nodeVersion: process.versions.node,
     upstreams: deps.bridge.pool.names,
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger });
-  registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: () => deps.localUserId, runtime: deps.runtime });
+  registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: deps.userIdFor, runtime: deps.runtime });
   return server;
 }

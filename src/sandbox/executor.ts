@@ -3,10 +3,11 @@ import type { Bridge } from "../bridge/bridge.js";
 import type { Config, ProfileName } from "../config/schema.js";
 import { InputError, errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import type { Metrics, RunOutcome } from "../shared/metrics.js";
 import { type AuditLog, noAudit } from "../stores/audit.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import type { Language, RunResult, SandboxBackend } from "./backend.js";
-import { RunLimiter } from "./limits.js";
+import { BusyError, RunLimiter } from "./limits.js";
 
 export interface ExecuteRequest {
   userId: string;
@@ -24,6 +25,11 @@ export interface ExecutorDeps {
   logger: Logger;
   bridge?: Bridge | undefined;
   audit?: AuditLog | undefined;
+  metrics?: Metrics | undefined;
+}
+
+function outcomeOf(r: RunResult): RunOutcome {
+  return r.timedOut ? "timeout" : r.oomKilled ? "oom" : r.canceled ? "canceled" : r.exitCode === 0 ? "ok" : "nonzero_exit";
 }
 
 /** Turns a validated tool call into a sandbox run: admission, limits, the user's directories, the bridge, the audit record. */
@@ -31,12 +37,18 @@ export class CodeExecutor {
   readonly limiter: RunLimiter;
   private readonly config: Config;
   private readonly audit: AuditLog;
+  private accepting = true;
 
   constructor(private readonly deps: ExecutorDeps) {
     this.config = deps.config;
     this.audit = deps.audit ?? noAudit;
     const l = deps.config.limits;
     this.limiter = new RunLimiter({ maxConcurrent: l.maxConcurrentRuns, maxPerUser: l.maxRunsPerUser, maxQueued: l.maxQueuedRuns });
+  }
+
+  /** Refuses new runs from now on (graceful shutdown); runs already admitted continue. */
+  stopAccepting(): void {
+    this.accepting = false;
   }
 
   limits(profileName?: ProfileName) {
@@ -53,6 +65,7 @@ export class CodeExecutor {
     if (req.timeoutMs !== undefined && req.timeoutMs > limits.timeoutMs) {
       throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
     }
+    if (!this.accepting) throw new BusyError("it is shutting down and takes no new runs");
     const release = await this.limiter.acquire(req.userId, req.signal);
     const runId = randomUUID();
     const timeoutMs = req.timeoutMs ?? limits.timeoutMs;
@@ -84,10 +97,12 @@ export class CodeExecutor {
         ...(req.signal ? { signal: req.signal } : {}),
       });
       const stats = bridge?.stats() ?? { calls: 0, refusals: 0 };
+      this.deps.metrics?.run(outcomeOf(result), result.durationMs);
       this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: result.canceled, upstreamCalls: stats.calls, refusals: stats.refusals });
       return result;
     } catch (err) {
       const stats = bridge?.stats() ?? { calls: 0, refusals: 0 };
+      this.deps.metrics?.run(req.signal?.aborted ? "canceled" : "error", 0);
       this.audit.write({ ...record, durationMs: 0, exitCode: null, timedOut: false, oomKilled: false, canceled: req.signal?.aborted ?? false, upstreamCalls: stats.calls, refusals: stats.refusals, error: errorMessage(err) });
       throw err;
     } finally {

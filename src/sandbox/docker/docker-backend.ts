@@ -52,6 +52,11 @@ export class DockerSandboxBackend implements SandboxBackend {
   private imageReady: Promise<string> | undefined;
   private seccompJson: string | undefined;
   private readonly live = new Set<string>();
+
+  /** Containers this server has alive right now. */
+  get activeContainers(): number {
+    return this.live.size;
+  }
   private runtimeChecked = false;
 
   constructor(options: DockerBackendOptions) {

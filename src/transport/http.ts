@@ -1,0 +1,211 @@
+import { randomUUID } from "node:crypto";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { requireBearerAuth } from "@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js";
+import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
+import { hostHeaderValidation } from "@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import express, { type NextFunction, type Request, type Response } from "express";
+import type { App } from "../app.js";
+import { errorMessage } from "../shared/errors.js";
+import { CodeboxTokenVerifier, resolveApiKeys, userIdOf } from "./auth.js";
+import { BoundedEventStore } from "./event-store.js";
+
+interface Session {
+  transport: StreamableHTTPServerTransport;
+  server: McpServer;
+  userId: string;
+  lastSeen: number;
+}
+
+export interface HttpServerHandle {
+  url: string;
+  port: number;
+  /** Stops accepting, lets runs finish up to the grace period, then kills and removes everything. */
+  shutdown(reason: string): Promise<void>;
+}
+
+function jsonRpcError(res: Response, status: number, message: string): void {
+  res.status(status).json({ jsonrpc: "2.0", error: { code: -32000, message }, id: null });
+}
+
+/**
+ * MCP over Streamable HTTP for many users. Every request to /mcp carries a bearer credential;
+ * the user id it maps to is bound to the session and flows to every tool call. The listener
+ * binds 127.0.0.1 unless configured otherwise, and validates Host and Origin against DNS
+ * rebinding.
+ */
+export async function serveHttp(app: App): Promise<HttpServerHandle> {
+  const { config, logger } = app;
+  const h = config.http;
+  const { keys, generated } = resolveApiKeys(config);
+  if (generated) {
+    // Like Jupyter's token: HTTP mode never serves unauthenticated.
+    process.stderr.write(
+      `codebox-mcp: no API keys configured; generated one for user "${generated.userId}" (valid until this process exits):\n` +
+        `  Authorization: Bearer ${generated.key}\n`,
+    );
+  }
+  const verifier = new CodeboxTokenVerifier(keys, config.auth.oauth, logger);
+  const web = express();
+  web.disable("x-powered-by");
+
+  const localNames = ["localhost", "127.0.0.1", "[::1]"];
+  const bindName = h.host.includes(":") ? `[${h.host}]` : h.host;
+  const wildcard = h.host === "0.0.0.0" || h.host === "::";
+  const allowedHosts = [...new Set([...localNames, ...(wildcard ? [] : [bindName]), ...h.allowedHosts])];
+  // Security: DNS rebinding: a foreign Host header is refused before anything else.
+  web.use(hostHeaderValidation(allowedHosts));
+  web.use((req: Request, res: Response, next: NextFunction) => {
+    const origin = req.headers.origin;
+    if (origin && !h.allowedOrigins.includes(origin)) {
+      let host: string | undefined;
+      try {
+        host = new URL(origin).host;
+      } catch {
+        host = undefined;
+      }
+      // Same-host origins (a page served by this server) pass; any other is refused.
+      if (!host || host !== req.headers.host) return jsonRpcError(res, 403, `Origin ${origin} is not allowed (http.allowedOrigins)`);
+    }
+    next();
+  });
+
+  let draining = false;
+  web.get("/healthz", (_req, res) => {
+    res.status(draining ? 503 : 200).json({ status: draining ? "draining" : "ok" });
+  });
+  web.get("/readyz", async (_req, res) => {
+    try {
+      await app.backend.engineInfo();
+      const image = await app.backend.imageExists();
+      if (draining || !image) res.status(503).json({ ready: false, engine: true, image, draining });
+      else res.json({ ready: true, engine: true, image: true });
+    } catch (err) {
+      res.status(503).json({ ready: false, engine: false, error: errorMessage(err) });
+    }
+  });
+  web.get("/metrics", async (_req, res) => {
+    res.setHeader("content-type", app.metrics.registry.contentType);
+    res.end(await app.metrics.registry.metrics());
+  });
+
+  const publicUrl = new URL(h.publicUrl ?? `http://${h.host === "0.0.0.0" || h.host === "::" ? "localhost" : bindName}:${h.port}/mcp`);
+  const metadataPath = "/.well-known/oauth-protected-resource";
+  if (config.auth.oauth) {
+    const doc = {
+      resource: publicUrl.href,
+      authorization_servers: [config.auth.oauth.issuer],
+      scopes_supported: config.auth.oauth.requiredScopes,
+      bearer_methods_supported: ["header"],
+      resource_name: "codebox-mcp",
+    };
+    web.get([metadataPath, `${metadataPath}${publicUrl.pathname}`], (_req, res) => {
+      res.json(doc);
+    });
+  }
+
+  const sessions = new Map<string, Session>();
+  const auth = requireBearerAuth({
+    verifier,
+    requiredScopes: [],
+    ...(config.auth.oauth ? { resourceMetadataUrl: new URL(metadataPath, publicUrl).href } : {}),
+  });
+  const body = express.json({ limit: h.maxBodyBytes });
+  const userIdFor = (authInfo: unknown): string => {
+    const id = userIdOf(authInfo as AuthInfo | undefined);
+    // Security: no identity, no tool call. (requireBearerAuth runs first, so this never happens.)
+    if (!id) throw new Error("unauthenticated request");
+    return id;
+  };
+
+  const handle = async (req: Request, res: Response) => {
+    const userId = userIdOf(req.auth)!;
+    const sessionId = req.header("mcp-session-id");
+    if (sessionId) {
+      const session = sessions.get(sessionId);
+      // Security: a session belongs to the user who opened it; another user's id is simply unknown.
+      if (!session || session.userId !== userId) return jsonRpcError(res, 404, "Session not found: start a new one with initialize");
+      session.lastSeen = Date.now();
+      await session.transport.handleRequest(req, res, req.body);
+      return;
+    }
+    if (req.method !== "POST" || !isInitializeRequest(req.body)) return jsonRpcError(res, 400, "No session: send initialize first (without an Mcp-Session-Id header)");
+    if (draining) return jsonRpcError(res, 503, "The server is shutting down");
+    const server = app.createServer(userIdFor);
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      eventStore: new BoundedEventStore(),
+      onsessioninitialized: (id) => {
+        sessions.set(id, { transport, server, userId, lastSeen: Date.now() });
+        logger.info("MCP session opened", { sessionId: id, userId });
+      },
+      onsessionclosed: (id) => {
+        sessions.delete(id);
+      },
+    });
+    transport.onclose = () => {
+      if (transport.sessionId) sessions.delete(transport.sessionId);
+    };
+    await server.connect(transport);
+    await transport.handleRequest(req, res, req.body);
+  };
+
+  const guarded = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response) => {
+    fn(req, res).catch((err: unknown) => {
+      logger.error("MCP HTTP request failed", { err: errorMessage(err) });
+      if (!res.headersSent) jsonRpcError(res, 500, "Internal error");
+    });
+  };
+  web.post("/mcp", auth, body, guarded(handle));
+  web.get("/mcp", auth, guarded(handle));
+  web.delete("/mcp", auth, guarded(handle));
+  web.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
+    const status = (err as { status?: number }).status;
+    if (status === 413) return jsonRpcError(res, 413, `Request body over ${h.maxBodyBytes} bytes (http.maxBodyBytes)`);
+    if (status === 400) return jsonRpcError(res, 400, "Malformed JSON body");
+    next(err);
+  });
+
+  const idleTimer = setInterval(() => {
+    const cutoff = Date.now() - h.sessionIdleMs;
+    for (const [id, s] of sessions) {
+      if (s.lastSeen < cutoff) {
+        sessions.delete(id);
+        void s.transport.close().catch(() => {});
+      }
+    }
+  }, 60_000);
+  idleTimer.unref();
+
+  const listener: Server = await new Promise((resolve, reject) => {
+    const srv = web.listen(h.port, h.host, () => resolve(srv));
+    srv.once("error", reject);
+  });
+  const port = (listener.address() as AddressInfo).port;
+  const url = `http://${bindName}:${port}/mcp`;
+  logger.info("codebox-mcp serving MCP over Streamable HTTP", { url, users: keys.length, oauth: !!config.auth.oauth });
+  void app.warmUp();
+
+  let shutdownPromise: Promise<void> | undefined;
+  const shutdown = (reason: string) => {
+    shutdownPromise ??= (async () => {
+      draining = true;
+      app.executor.stopAccepting();
+      clearInterval(idleTimer);
+      logger.info(`shutting down (${reason}): no new sessions or runs; waiting up to ${h.shutdownGraceMs} ms for runs in progress`);
+      listener.close();
+      const deadline = Date.now() + h.shutdownGraceMs;
+      while (app.executor.limiter.stats.active + app.executor.limiter.stats.queued > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      // Past the grace period: kill and remove every container, close sessions and upstreams.
+      await app.close();
+      for (const s of sessions.values()) await s.transport.close().catch(() => {});
+      sessions.clear();
+      listener.closeAllConnections();
+    })();
+    return shutdownPromise;
+  };
+  return { url, port, shutdown };
+}
