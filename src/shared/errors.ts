@@ -13,7 +13,8 @@ export type ErrorCode =
   | "CODEBOX_UNSAFE_PATH"
   | "CODEBOX_UPSTREAM_UNAVAILABLE"
   | "CODEBOX_BUSY"
-  | "CODEBOX_QUOTA_EXCEEDED";
+  | "CODEBOX_QUOTA_EXCEEDED"
+  | "CODEBOX_NOT_FOUND";
 
 export class CodeboxError extends Error {
   readonly code: ErrorCode;

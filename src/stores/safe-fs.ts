@@ -1,0 +1,168 @@
+import { randomUUID } from "node:crypto";
+import { constants, type Dirent, promises as fs } from "node:fs";
+import { dirname, join } from "node:path";
+import { UnsafePathError } from "../shared/errors.js";
+
+// Host-side file operations inside a user's directories, which sandboxed code controls and may
+// change at any moment (symlinks, hardlinks, swaps mid-operation). Every path is walked one
+// component at a time with O_NOFOLLOW, each step relative to the directory handle of the previous
+// one (through /proc/self/fd, Node's stand-in for openat), so no step can be redirected outside.
+
+const O_DIR = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+const MAX_SEGMENT = 255;
+const MAX_PATH = 4096;
+
+/** Splits a user-supplied relative path into checked segments. */
+export function relativeSegments(path: string): string[] {
+  // Security: no absolute paths, no "..", no ".", no empty segments, no NUL, bounded length.
+  if (typeof path !== "string" || path.length === 0 || path.length > MAX_PATH) throw new UnsafePathError(`Invalid path "${String(path).slice(0, 80)}": give a relative path of 1-${MAX_PATH} characters.`);
+  if (path.includes("\0")) throw new UnsafePathError("Invalid path: it contains a NUL byte.");
+  if (path.startsWith("/")) throw new UnsafePathError(`Invalid path "${path}": use a path relative to /workspace (no leading "/").`);
+  const parts = path.split("/").filter((p) => p !== "");
+  for (const p of parts) {
+    if (p === "." || p === ".." || p.length > MAX_SEGMENT) throw new UnsafePathError(`Invalid path "${path}": "." and ".." segments are not allowed.`);
+  }
+  if (parts.length === 0) throw new UnsafePathError(`Invalid path "${path}".`);
+  return parts;
+}
+
+const viaFd = (fd: number, name: string) => `/proc/self/fd/${fd}/${name}`;
+
+function unsafe(err: unknown, what: string): never {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ELOOP" || code === "ENOTDIR") throw new UnsafePathError(`${what} is a symlink or not a directory; refusing to follow it.`);
+  throw err;
+}
+
+/** Opens `root` itself (must be a real directory) and walks `segments` below it; returns the last directory's handle. */
+export async function openDirBeneath(root: string, segments: string[], options: { create?: boolean; mode?: number } = {}): Promise<fs.FileHandle> {
+  let dir = await fs.open(root, O_DIR).catch((err) => unsafe(err, root));
+  try {
+    for (const seg of segments) {
+      if (options.create) {
+        await fs.mkdir(viaFd(dir.fd, seg), { mode: options.mode ?? 0o755 }).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== "EEXIST") throw err;
+        });
+      }
+      const next = await fs.open(viaFd(dir.fd, seg), O_DIR).catch((err) => unsafe(err, seg));
+      await dir.close();
+      dir = next;
+    }
+    return dir;
+  } catch (err) {
+    await dir.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** Reads a regular file at `rel` below `root` without following any link; refuses more than maxBytes. */
+export async function readFileBeneath(root: string, rel: string, maxBytes: number): Promise<Buffer> {
+  const parts = relativeSegments(rel);
+  const dir = await openDirBeneath(root, parts.slice(0, -1));
+  try {
+    const file = await fs.open(viaFd(dir.fd, parts[parts.length - 1]!), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch((err) => unsafe(err, rel));
+    try {
+      const st = await file.stat();
+      // Security: a FIFO or device would block or read something that is not the user's file.
+      if (!st.isFile()) throw new UnsafePathError(`${rel} is not a regular file.`);
+      if (st.size > maxBytes) throw new UnsafePathError(`${rel} is ${st.size} bytes; the most that can be read at once is ${maxBytes}.`);
+      return await file.readFile();
+    } finally {
+      await file.close();
+    }
+  } finally {
+    await dir.close();
+  }
+}
+
+export interface Entry {
+  path: string;
+  kind: "file" | "dir" | "link" | "other";
+  size: number;
+}
+
+/** Lists up to `limit` entries below `root` (depth-first), reporting links as links and never entering them. */
+export async function listBeneath(root: string, limit: number, skip: (rel: string) => boolean = () => false): Promise<Entry[]> {
+  const out: Entry[] = [];
+  const walk = async (segments: string[]) => {
+    if (out.length >= limit) return;
+    let dir: fs.FileHandle;
+    try {
+      dir = await openDirBeneath(root, segments);
+    } catch {
+      return;
+    }
+    let entries: Dirent[];
+    try {
+      entries = await fs.readdir(`/proc/self/fd/${dir.fd}`, { withFileTypes: true });
+    } finally {
+      // readdir is done with the handle once it returns.
+    }
+    const subdirs: string[] = [];
+    for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      if (out.length >= limit) break;
+      const rel = [...segments, e.name].join("/");
+      if (skip(rel)) continue;
+      let size = 0;
+      if (e.isFile()) size = (await fs.lstat(viaFd(dir.fd, e.name)).catch(() => ({ size: 0 }))).size;
+      out.push({ path: rel, kind: e.isFile() ? "file" : e.isDirectory() ? "dir" : e.isSymbolicLink() ? "link" : "other", size });
+      if (e.isDirectory()) subdirs.push(e.name);
+    }
+    await dir.close();
+    for (const s of subdirs) await walk([...segments, s]);
+  };
+  await walk([]);
+  return out;
+}
+
+/**
+ * Writes `data` to `rel` below `root`: parent directories created as needed (never through a
+ * link), the file written under a temporary name in the same directory handle, then renamed over
+ * the target (atomic; a link at the target is replaced, never followed).
+ */
+export async function writeFileBeneath(root: string, rel: string, data: Buffer | string, options: { mode?: number; owner?: number } = {}): Promise<void> {
+  const parts = relativeSegments(rel);
+  const dir = await openDirBeneath(root, parts.slice(0, -1), { create: true, mode: 0o755 });
+  try {
+    const tmp = `.codebox-tmp-${randomUUID()}`;
+    const h = await fs.open(viaFd(dir.fd, tmp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, options.mode ?? 0o644);
+    try {
+      await h.writeFile(data);
+      if (options.owner !== undefined) await h.chown(options.owner, options.owner);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await fs.rename(viaFd(dir.fd, tmp), viaFd(dir.fd, parts[parts.length - 1]!)).catch(async (err: unknown) => {
+      await fs.unlink(viaFd(dir.fd, tmp)).catch(() => {});
+      throw err;
+    });
+  } finally {
+    await dir.close();
+  }
+}
+
+/**
+ * Removes the entry `name` of directory `dir` (a file, a directory tree or a link), safely even
+ * while sandboxed code is running: the entry is first renamed into `trashRoot` (a host-only
+ * directory on the same filesystem, invisible to the sandbox), and only then deleted.
+ */
+export async function removeEntry(dir: string, name: string, trashRoot: string): Promise<boolean> {
+  relativeSegments(name);
+  await fs.mkdir(trashRoot, { recursive: true, mode: 0o700 });
+  const parent = await fs.open(dir, O_DIR).catch((err) => unsafe(err, dir));
+  const trash = join(trashRoot, randomUUID());
+  try {
+    await fs.rename(viaFd(parent.fd, name), trash);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  } finally {
+    await parent.close();
+  }
+  // Out of the sandbox's reach now: nothing can be swapped under the recursive delete.
+  await fs.rm(trash, { recursive: true, force: true });
+  return true;
+}
+
+export { dirname };

@@ -1,0 +1,142 @@
+import { promises as fs } from "node:fs";
+import { join } from "node:path";
+import { CodeboxError, InputError } from "../shared/errors.js";
+import { packagePath } from "../shared/paths.js";
+import { listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
+
+// A skill is a folder /skills/<name>/ with SKILL.md (frontmatter: name, description) and index.ts,
+// importable from code as "/skills/<name>/index.ts". The user's own skills live in their skills
+// directory (read-write in the sandbox); starter skills ship with the package (read-only).
+
+export const SKILL_NAME = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
+const MAX_DESCRIPTION = 1024;
+const MAX_SKILL_FILE = 2 * 1024 * 1024;
+
+export interface SkillSummary {
+  name: string;
+  description: string;
+  readOnly: boolean;
+  import: string;
+}
+
+export interface Skill extends SkillSummary {
+  code: string;
+  skillMd: string;
+}
+
+export function validateSkillName(name: string): void {
+  if (typeof name !== "string" || !SKILL_NAME.test(name)) {
+    throw new InputError(`Invalid skill name "${String(name).slice(0, 80)}": use 1-64 characters of a-z, 0-9 and "-", starting and ending with a letter or digit (e.g. "parse-csv").`);
+  }
+}
+
+/** Frontmatter of SKILL.md; tolerant of what sandboxed code may have written there. */
+export function parseSkillMd(text: string): { name?: string; description?: string } {
+  const m = /^---\n([\s\S]*?)\n---/.exec(text.replace(/\r\n/g, "\n"));
+  if (!m) return {};
+  const out: { name?: string; description?: string } = {};
+  for (const line of m[1]!.split("\n")) {
+    const kv = /^(name|description):\s*(.*)$/.exec(line);
+    if (!kv) continue;
+    let value = kv[2]!.trim();
+    if (value.startsWith('"')) {
+      try {
+        value = JSON.parse(value) as string;
+      } catch {
+        // keep as written
+      }
+    }
+    out[kv[1] as "name" | "description"] = value.slice(0, MAX_DESCRIPTION);
+  }
+  return out;
+}
+
+export function renderSkillMd(name: string, description: string): string {
+  // JSON strings are valid YAML scalars: no injection of other keys through the description.
+  return `---\nname: ${name}\ndescription: ${JSON.stringify(description)}\n---\n\n# ${name}\n\n${description}\n\n\`\`\`ts\nimport * as skill from "/skills/${name}/index.ts";\n\`\`\`\n`;
+}
+
+export class SkillStore {
+  constructor(
+    /** The package's starter skills (read-only for everyone). */
+    private readonly starterRoot = packagePath("skills"),
+  ) {}
+
+  async starterNames(): Promise<string[]> {
+    const entries = await fs.readdir(this.starterRoot, { withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => e.isDirectory() && SKILL_NAME.test(e.name)).map((e) => e.name).sort();
+  }
+
+  /** Host directories of the starter skills, to mount read-only at /skills/<name>. */
+  async starterMounts(): Promise<Array<{ source: string; target: string; readOnly: boolean }>> {
+    return (await this.starterNames()).map((n) => ({ source: join(this.starterRoot, n), target: `/skills/${n}`, readOnly: true }));
+  }
+
+  async list(skillsDir: string): Promise<SkillSummary[]> {
+    const starters = await this.starterNames();
+    const out: SkillSummary[] = [];
+    for (const name of starters) out.push(await this.summary(this.starterRoot, name, true));
+    const entries = await listBeneath(skillsDir, 2_000, (rel) => rel.includes("/"));
+    for (const e of entries) {
+      if (e.kind !== "dir" || !SKILL_NAME.test(e.path) || starters.includes(e.path)) continue;
+      out.push(await this.summary(skillsDir, e.path, false));
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  private async summary(root: string, name: string, readOnly: boolean): Promise<SkillSummary> {
+    let description = "";
+    try {
+      description = parseSkillMd((await readFileBeneath(root, `${name}/SKILL.md`, 64 * 1024)).toString("utf8")).description ?? "";
+    } catch {
+      description = "(no SKILL.md)";
+    }
+    return { name, description, readOnly, import: `/skills/${name}/index.ts` };
+  }
+
+  async get(skillsDir: string, name: string): Promise<Skill> {
+    validateSkillName(name);
+    const starter = (await this.starterNames()).includes(name);
+    const root = starter ? this.starterRoot : skillsDir;
+    let skillMd: string;
+    let code: string;
+    try {
+      skillMd = (await readFileBeneath(root, `${name}/SKILL.md`, MAX_SKILL_FILE)).toString("utf8");
+      code = (await readFileBeneath(root, `${name}/index.ts`, MAX_SKILL_FILE)).toString("utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new CodeboxError("CODEBOX_NOT_FOUND", `No skill named "${name}". list_skills shows the ones there are.`);
+      throw err;
+    }
+    return { name, description: parseSkillMd(skillMd).description ?? "", readOnly: starter, import: `/skills/${name}/index.ts`, code, skillMd };
+  }
+
+  async save(skillsDir: string, trashRoot: string, input: { name: string; description: string; code: string }, owner?: number): Promise<SkillSummary> {
+    validateSkillName(input.name);
+    if (input.description.length === 0 || input.description.length > MAX_DESCRIPTION) throw new InputError(`description must be 1-${MAX_DESCRIPTION} characters (it has ${input.description.length}).`);
+    if ((await this.starterNames()).includes(input.name)) throw new InputError(`"${input.name}" is a built-in skill and cannot be replaced; choose another name.`);
+    // Write the new version beside the old one, then swap: readers see the old or the new skill, never half of one.
+    const staging = `.staging-${input.name}-${Date.now().toString(36)}`;
+    const opts = owner === undefined ? {} : { owner };
+    await writeFileBeneath(skillsDir, `${staging}/SKILL.md`, renderSkillMd(input.name, input.description), opts);
+    await writeFileBeneath(skillsDir, `${staging}/index.ts`, input.code, opts);
+    await removeEntry(skillsDir, input.name, trashRoot);
+    const { openDirBeneath } = await import("./safe-fs.js");
+    const dir = await openDirBeneath(skillsDir, []);
+    try {
+      await fs.rename(`/proc/self/fd/${dir.fd}/${staging}`, `/proc/self/fd/${dir.fd}/${input.name}`);
+    } finally {
+      await dir.close();
+    }
+    if (owner !== undefined) {
+      const d = await openDirBeneath(skillsDir, [input.name]);
+      await d.chown(owner, owner).finally(() => d.close());
+    }
+    return { name: input.name, description: input.description, readOnly: false, import: `/skills/${input.name}/index.ts` };
+  }
+
+  async delete(skillsDir: string, trashRoot: string, name: string): Promise<boolean> {
+    validateSkillName(name);
+    if ((await this.starterNames()).includes(name)) throw new InputError(`"${name}" is a built-in skill and cannot be deleted.`);
+    return removeEntry(skillsDir, name, trashRoot);
+  }
+}
