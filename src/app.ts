@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { Metrics } from "./shared/metrics.js";
 import { type AuditLog, FileAuditLog, noAudit } from "./stores/audit.js";
 import { UserDirectories } from "./stores/user-dirs.js";
+import { SkillStore } from "./stores/skills.js";
+import { UserFiles } from "./stores/user-files.js";
 import { UserVolumes } from "./stores/volumes.js";
 
 export interface App {
@@ -23,6 +25,7 @@ export interface App {
   dirs: UserDirectories;
   audit: AuditLog;
   metrics: Metrics;
+  files: UserFiles;
   /**
    * A new MCP server bound to this app's parts (one per client connection). Without a resolver,
    * every call runs as the configured local user (stdio).
@@ -50,7 +53,13 @@ export function createApp(config: Config, logger: Logger): App {
     if (e.kind === "call") metrics.bridgeCall(e.ok);
     else metrics.bridgeRefusal(e.reason);
   });
-  const executor = new CodeExecutor({ config, backend: backend as SandboxBackend, dirs, logger, bridge, audit, metrics });
+  const skills = new SkillStore();
+  const files = new UserFiles(dirs, skills, {
+    maxReadBytes: config.storage.maxReadBytes,
+    maxWriteBytes: config.storage.maxWriteBytes,
+    owner: (process.getuid?.() ?? 0) === 0 ? backend.uid() : undefined,
+  });
+  const executor = new CodeExecutor({ config, backend: backend as SandboxBackend, dirs, logger, bridge, audit, metrics, skills, files });
   executorRef = executor;
   let closed = false;
   return {
@@ -63,7 +72,8 @@ export function createApp(config: Config, logger: Logger): App {
     dirs,
     audit,
     metrics,
-    createServer: (userIdFor = () => config.userId) => createMcpServer({ executor, bridge, logger, userIdFor, runtime: config.sandbox.runtime }),
+    files,
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ executor, bridge, files, logger, userIdFor, runtime: config.sandbox.runtime }),
     async warmUp() {
       void bridge.start();
       try {

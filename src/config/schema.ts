@@ -96,6 +96,9 @@ export const ConfigSchema = z
         quota: z.enum(["auto", "kernel", "soft", "off"]).default("auto"),
         quotaMiB: z.number().int().min(8).max(16 * 1024 * 1024).default(1024),
         quotaInodes: z.number().int().min(1024).max(1 << 30).default(65_536),
+        maxReadBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(32 * 1024 * 1024),
+        maxWriteBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(8 * 1024 * 1024),
+        spillMaxBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(32 * 1024 * 1024),
       })
       .strict()
       .prefault({}),

@@ -1,15 +1,18 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Bridge } from "../bridge/bridge.js";
 import type { CodeExecutor } from "../sandbox/executor.js";
+import type { UserFiles } from "../stores/user-files.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
 import { registerExecuteCodeTool } from "./tools/execute-code.js";
+import { registerFileTools } from "./tools/files.js";
 import { registerSandboxInfoTool } from "./tools/sandbox-info.js";
 import { registerSearchToolsTool } from "./tools/search-tools.js";
 
 export interface McpServerDeps {
   executor: CodeExecutor;
   bridge: Bridge;
+  files: UserFiles;
   logger: Logger;
   /** The user a request runs as: from the authenticated request (HTTP) or the local user (stdio). */
   userIdFor: (authInfo: unknown) => string;
@@ -24,7 +27,7 @@ export const SERVER_INSTRUCTIONS =
 export function createMcpServer(deps: McpServerDeps): McpServer {
   const server = new McpServer(
     { name: "codebox-mcp", title: "codebox-mcp", version: packageVersion() },
-    { capabilities: { tools: {}, logging: {} }, instructions: SERVER_INSTRUCTIONS },
+    { capabilities: { tools: {}, logging: {}, resources: { listChanged: true } }, instructions: SERVER_INSTRUCTIONS },
   );
   registerExecuteCodeTool(server, {
     executor: deps.executor,
@@ -34,6 +37,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     upstreams: deps.bridge.pool.names,
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger });
+  registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });
   registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: deps.userIdFor, runtime: deps.runtime });
   return server;
 }

@@ -5,6 +5,8 @@ import { InputError, errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { Metrics, RunOutcome } from "../shared/metrics.js";
 import { type AuditLog, noAudit } from "../stores/audit.js";
+import type { SkillStore } from "../stores/skills.js";
+import type { UserFiles } from "../stores/user-files.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import type { Language, RunResult, SandboxBackend } from "./backend.js";
 import { BusyError, RunLimiter } from "./limits.js";
@@ -26,6 +28,10 @@ export interface ExecutorDeps {
   bridge?: Bridge | undefined;
   audit?: AuditLog | undefined;
   metrics?: Metrics | undefined;
+  /** Starter skills to mount read-only at /skills/<name>. */
+  skills?: SkillStore | undefined;
+  /** Where a run's full output goes when it passes the cap (a resource_link to it). */
+  files?: UserFiles | undefined;
 }
 
 function outcomeOf(r: RunResult): RunOutcome {
@@ -91,7 +97,7 @@ export class CodeExecutor {
         timeoutMs,
         profile: limits,
         mounts: { workspace: mounts.workspace, skills: mounts.skills },
-        extraMounts: bridge?.mounts ?? [],
+        extraMounts: [...(bridge?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
         env: bridge?.env ?? {},
         ...(bridge?.network ? { network: bridge.network } : {}),
         ...(req.signal ? { signal: req.signal } : {}),

@@ -1,0 +1,60 @@
+import { join } from "node:path";
+import type { UserDirectories } from "./user-dirs.js";
+import { type Entry, listBeneath, readFileBeneath, writeFileBeneath } from "./safe-fs.js";
+import { type Skill, type SkillStore, type SkillSummary } from "./skills.js";
+
+export interface UserFilesOptions {
+  maxReadBytes: number;
+  maxWriteBytes: number;
+  /** Owner of files the host writes for the user (the sandbox uid when the server is root). */
+  owner?: number | undefined;
+}
+
+/** A user's workspace and skills as the MCP tools and resources see them; every path is hostile input. */
+export class UserFiles {
+  constructor(
+    private readonly dirs: UserDirectories,
+    readonly skills: SkillStore,
+    private readonly options: UserFilesOptions,
+  ) {}
+
+  get maxWriteBytes(): number {
+    return this.options.maxWriteBytes;
+  }
+
+  private async paths(userId: string) {
+    const d = await this.dirs.ensure(userId);
+    // Host-only, on the same filesystem as the user's files (rename, then delete out of reach).
+    return { ...d, trash: join(d.root, ".trash") };
+  }
+
+  async listWorkspace(userId: string, limit = 1_000): Promise<Entry[]> {
+    return listBeneath((await this.paths(userId)).workspace, limit);
+  }
+
+  async readWorkspace(userId: string, path: string): Promise<Buffer> {
+    return readFileBeneath((await this.paths(userId)).workspace, path, this.options.maxReadBytes);
+  }
+
+  async writeWorkspace(userId: string, path: string, data: Buffer): Promise<void> {
+    await writeFileBeneath((await this.paths(userId)).workspace, path, data, this.options.owner === undefined ? {} : { owner: this.options.owner });
+  }
+
+  async listSkills(userId: string): Promise<SkillSummary[]> {
+    return this.skills.list((await this.paths(userId)).skills);
+  }
+
+  async getSkill(userId: string, name: string): Promise<Skill> {
+    return this.skills.get((await this.paths(userId)).skills, name);
+  }
+
+  async saveSkill(userId: string, input: { name: string; description: string; code: string }): Promise<SkillSummary> {
+    const p = await this.paths(userId);
+    return this.skills.save(p.skills, p.trash, input, this.options.owner);
+  }
+
+  async deleteSkill(userId: string, name: string): Promise<boolean> {
+    const p = await this.paths(userId);
+    return this.skills.delete(p.skills, p.trash, name);
+  }
+}
