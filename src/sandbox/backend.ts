@@ -32,6 +32,10 @@ export interface RunRequest {
   env?: Record<string, string>;
   /** Aborting kills and removes the container (client cancellation, server shutdown). */
   signal?: AbortSignal;
+  /** Where output past the cap is kept (host-only files), for the full-output resource. */
+  spill?: { stdoutPath: string; stderrPath: string; maxBytes: number };
+  /** Output as it arrives (progress and log notifications). */
+  onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
 }
 
 /** What happened, execa-style: a non-zero exit is data, not an exception. */
@@ -51,6 +55,15 @@ export interface RunResult {
   oomKilled: boolean;
   canceled: boolean;
   durationMs: number;
+  /** The last few KiB of each stream, when it was cut. */
+  stdoutTail?: string;
+  stderrTail?: string;
+  /** Host files holding the whole stream (up to the spill limit) when it passed the cap. */
+  stdoutSpill?: string;
+  stderrSpill?: string;
+  /** Workspace-relative paths of the saved full output (set by the executor from the spills). */
+  stdoutFile?: string;
+  stderrFile?: string;
 }
 
 export interface EngineInfo {

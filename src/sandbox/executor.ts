@@ -1,4 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
+import { mkdirSync, promises as fs } from "node:fs";
+import { join } from "node:path";
 import type { Bridge } from "../bridge/bridge.js";
 import type { Config, ProfileName } from "../config/schema.js";
 import { InputError, errorMessage } from "../shared/errors.js";
@@ -18,6 +20,7 @@ export interface ExecuteRequest {
   timeoutMs?: number | undefined;
   profile?: ProfileName | undefined;
   signal?: AbortSignal | undefined;
+  onOutput?: ((stream: "stdout" | "stderr", chunk: Buffer) => void) | undefined;
 }
 
 export interface ExecutorDeps {
@@ -62,6 +65,35 @@ export class CodeExecutor {
     return { name, ...this.config.sandbox.profiles[name], maxCodeBytes: this.config.sandbox.maxCodeBytes, maxOutputBytes: this.config.sandbox.maxOutputBytes };
   }
 
+  private spillPaths(runId: string) {
+    const max = this.config.storage.spillMaxBytes;
+    if (!this.deps.files || max === 0) return {};
+    // Host-only: the sandbox never sees this directory.
+    const dir = join(this.config.dataDir, "spill");
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return { spill: { stdoutPath: join(dir, `${runId}.stdout`), stderrPath: join(dir, `${runId}.stderr`), maxBytes: max } };
+  }
+
+  /** Output past the cap is saved whole into the user's workspace, for a resource_link. */
+  private async keepFullOutput(userId: string, result: RunResult): Promise<void> {
+    for (const stream of ["stdout", "stderr"] as const) {
+      const spilled = stream === "stdout" ? result.stdoutSpill : result.stderrSpill;
+      if (!spilled) continue;
+      const rel = `.codebox/outputs/${result.runId}-${stream}.txt`;
+      try {
+        await this.deps.files!.writeWorkspace(userId, rel, await fs.readFile(spilled));
+        if (stream === "stdout") result.stdoutFile = rel;
+        else result.stderrFile = rel;
+      } catch (err) {
+        this.deps.logger.warn("could not save the full output into the workspace (quota?)", { runId: result.runId, err: errorMessage(err) });
+      } finally {
+        await fs.rm(spilled, { force: true });
+      }
+    }
+    delete result.stdoutSpill;
+    delete result.stderrSpill;
+  }
+
   async execute(req: ExecuteRequest): Promise<RunResult> {
     const limits = this.limits(req.profile);
     const bytes = Buffer.byteLength(req.code, "utf8");
@@ -101,7 +133,10 @@ export class CodeExecutor {
         env: bridge?.env ?? {},
         ...(bridge?.network ? { network: bridge.network } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
+        ...(req.onOutput ? { onOutput: req.onOutput } : {}),
+        ...this.spillPaths(runId),
       });
+      await this.keepFullOutput(req.userId, result);
       const stats = bridge?.stats() ?? { calls: 0, refusals: 0 };
       this.deps.metrics?.run(outcomeOf(result), result.durationMs);
       this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: result.canceled, upstreamCalls: stats.calls, refusals: stats.refusals });
@@ -115,6 +150,8 @@ export class CodeExecutor {
       // Security: the token dies and the socket disappears the moment the run ends.
       await bridge?.close();
       release();
+      const spill = this.spillPaths(runId).spill;
+      if (spill) await Promise.all([fs.rm(spill.stdoutPath, { force: true }), fs.rm(spill.stderrPath, { force: true })]);
     }
   }
 }

@@ -35,16 +35,23 @@ function unsafe(err: unknown, what: string): never {
 }
 
 /** Opens `root` itself (must be a real directory) and walks `segments` below it; returns the last directory's handle. */
-export async function openDirBeneath(root: string, segments: string[], options: { create?: boolean; mode?: number } = {}): Promise<fs.FileHandle> {
+export async function openDirBeneath(root: string, segments: string[], options: { create?: boolean; mode?: number; owner?: number | undefined } = {}): Promise<fs.FileHandle> {
   let dir = await fs.open(root, O_DIR).catch((err) => unsafe(err, root));
   try {
     for (const seg of segments) {
+      let created = false;
       if (options.create) {
-        await fs.mkdir(viaFd(dir.fd, seg), { mode: options.mode ?? 0o755 }).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== "EEXIST") throw err;
-        });
+        created = await fs.mkdir(viaFd(dir.fd, seg), { mode: options.mode ?? 0o755 }).then(
+          () => true,
+          (err: NodeJS.ErrnoException) => {
+            if (err.code !== "EEXIST") throw err;
+            return false;
+          },
+        );
       }
       const next = await fs.open(viaFd(dir.fd, seg), O_DIR).catch((err) => unsafe(err, seg));
+      // A directory we made for the user belongs to the sandbox uid, so code can manage it (chowned through the handle).
+      if (created && options.owner !== undefined) await next.chown(options.owner, options.owner);
       await dir.close();
       dir = next;
     }
@@ -122,7 +129,7 @@ export async function listBeneath(root: string, limit: number, skip: (rel: strin
  */
 export async function writeFileBeneath(root: string, rel: string, data: Buffer | string, options: { mode?: number; owner?: number } = {}): Promise<void> {
   const parts = relativeSegments(rel);
-  const dir = await openDirBeneath(root, parts.slice(0, -1), { create: true, mode: 0o755 });
+  const dir = await openDirBeneath(root, parts.slice(0, -1), { create: true, mode: 0o755, owner: options.owner });
   try {
     const tmp = `.codebox-tmp-${randomUUID()}`;
     const h = await fs.open(viaFd(dir.fd, tmp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, options.mode ?? 0o644);

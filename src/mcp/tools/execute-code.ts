@@ -1,9 +1,12 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
+import type { ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { LANGUAGES, type RunResult } from "../../sandbox/backend.js";
 import type { CodeExecutor } from "../../sandbox/executor.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
+import { workspaceUri } from "./files.js";
 
 export const executeCodeInput = {
   code: z.string().min(1, "code is empty: pass the program to run").describe("The program: TypeScript or JavaScript, run as an ES module."),
@@ -12,6 +15,8 @@ export const executeCodeInput = {
 };
 
 export const executeCodeOutput = {
+  stdoutFile: z.string().optional().describe("When stdout was cut: a workspace:// resource holding all of it."),
+  stderrFile: z.string().optional().describe("When stderr was cut: a workspace:// resource holding all of it."),
   exitCode: z.number().int().nullable().describe("The process's exit code; null when it was killed (timeout)."),
   stdout: z.string(),
   stderr: z.string(),
@@ -65,9 +70,15 @@ export function formatRunText(r: RunResult): string {
       : `exit code ${r.exitCode} in ${r.durationMs} ms`;
   const parts = [`[${status}]`];
   if (r.stdout) parts.push(r.stdout.endsWith("\n") ? r.stdout.slice(0, -1) : r.stdout);
-  if (r.stdoutTruncated) parts.push(`[stdout cut: ${r.stdout.length} of ${r.stdoutBytes} bytes shown]`);
+  if (r.stdoutTruncated) {
+    parts.push(`[stdout cut: the first ${r.stdout.length} of ${r.stdoutBytes} bytes are above${r.stdoutFile ? `; all of it is in /workspace/${r.stdoutFile}` : ""}]`);
+    if (r.stdoutTail) parts.push(`[stdout, last part]\n${r.stdoutTail}`);
+  }
   if (r.stderr) parts.push(`[stderr]\n${r.stderr.endsWith("\n") ? r.stderr.slice(0, -1) : r.stderr}`);
-  if (r.stderrTruncated) parts.push(`[stderr cut: ${r.stderrBytes} bytes in all]`);
+  if (r.stderrTruncated) {
+    parts.push(`[stderr cut: ${r.stderrBytes} bytes in all${r.stderrFile ? `; all of it is in /workspace/${r.stderrFile}` : ""}]`);
+    if (r.stderrTail) parts.push(`[stderr, last part]\n${r.stderrTail}`);
+  }
   if (!r.stdout && !r.stderr) parts.push("(no output: print results with console.log)");
   return parts.join("\n");
 }
@@ -91,6 +102,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
       },
     },
     async (args, extra) => {
+      const feedback = startFeedback(server, extra, args.timeoutMs ?? deps.executor.limits().timeoutMs);
       try {
         const result = await deps.executor.execute({
           userId: deps.userIdFor(extra.authInfo),
@@ -98,10 +110,28 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
           language: args.language,
           timeoutMs: args.timeoutMs,
           signal: extra.signal,
+          onOutput: feedback.onOutput,
         });
+        const links = (
+          [
+            ["stdout", result.stdoutFile],
+            ["stderr", result.stderrFile],
+          ] as const
+        )
+          .filter((l): l is readonly ["stdout" | "stderr", string] => !!l[1])
+          .map(([stream, path]) => ({
+            type: "resource_link" as const,
+            uri: workspaceUri(path),
+            name: path.split("/").pop()!,
+            title: `Full ${stream} of the run`,
+            mimeType: "text/plain",
+            size: stream === "stdout" ? Math.min(result.stdoutBytes, SPILL_SIZE_UNKNOWN) : Math.min(result.stderrBytes, SPILL_SIZE_UNKNOWN),
+          }));
         return {
-          content: [{ type: "text", text: formatRunText(result) }],
+          content: [{ type: "text", text: formatRunText(result) }, ...links],
           structuredContent: {
+            ...(result.stdoutFile ? { stdoutFile: workspaceUri(result.stdoutFile) } : {}),
+            ...(result.stderrFile ? { stderrFile: workspaceUri(result.stderrFile) } : {}),
             exitCode: result.exitCode,
             stdout: result.stdout,
             stderr: result.stderr,
@@ -114,7 +144,71 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
         };
       } catch (err) {
         return toolError(err, deps.logger);
+      } finally {
+        feedback.stop();
       }
     },
   );
+}
+
+const SPILL_SIZE_UNKNOWN = Number.MAX_SAFE_INTEGER;
+const PROGRESS_EVERY_MS = 2_000;
+const LOG_LINES_PER_SECOND = 20;
+const LOG_LINES_PER_RUN = 2_000;
+
+type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+/**
+ * Keeps a client with a short timeout informed during a long run: notifications/progress every
+ * 2 s when it sent a progress token, and the code's stdout/stderr lines as logging messages
+ * (rate-limited; clients choose the level with logging/setLevel).
+ */
+function startFeedback(server: McpServer, extra: Extra, timeoutMs: number) {
+  const token = extra._meta?.progressToken;
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  if (token !== undefined) {
+    const tick = () => {
+      const seconds = Math.round((Date.now() - started) / 1000);
+      void extra
+        .sendNotification({ method: "notifications/progress", params: { progressToken: token, progress: seconds, total: Math.ceil(timeoutMs / 1000), message: `running for ${seconds} s` } })
+        .catch(() => {});
+    };
+    tick();
+    timer = setInterval(tick, PROGRESS_EVERY_MS);
+  }
+  let sentLines = 0;
+  let windowStart = Date.now();
+  let inWindow = 0;
+  let dropped = 0;
+  const partial = { stdout: "", stderr: "" };
+  const onOutput = (stream: "stdout" | "stderr", chunk: Buffer) => {
+    if (sentLines >= LOG_LINES_PER_RUN) return;
+    const text = partial[stream] + chunk.toString("utf8");
+    const lines = text.split("\n");
+    partial[stream] = (lines.pop() ?? "").slice(-2_000);
+    for (const line of lines) {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        windowStart = now;
+        inWindow = 0;
+      }
+      if (inWindow >= LOG_LINES_PER_SECOND || sentLines >= LOG_LINES_PER_RUN) {
+        dropped++;
+        continue;
+      }
+      inWindow++;
+      sentLines++;
+      void server.server
+        .sendLoggingMessage({ level: stream === "stderr" ? "warning" : "info", logger: stream, data: line.slice(0, 2_000) }, extra.sessionId)
+        .catch(() => {});
+    }
+  };
+  return {
+    onOutput,
+    stop: () => {
+      clearInterval(timer);
+      if (dropped > 0) void server.server.sendLoggingMessage({ level: "debug", logger: "codebox", data: `${dropped} output lines not streamed (rate limit)` }, extra.sessionId).catch(() => {});
+    },
+  };
 }

@@ -187,8 +187,9 @@ export class DockerSandboxBackend implements SandboxBackend {
     const containerId = container.id;
     this.live.add(containerId);
     const clog = log.child({ containerId: containerId.slice(0, 12) });
-    const stdout = new CappedOutput(s.maxOutputBytes);
-    const stderr = new CappedOutput(s.maxOutputBytes);
+    const spill = request.spill;
+    const stdout = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stdoutPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stdout", c)));
+    const stderr = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stderrPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stderr", c)));
     let timedOut = false;
     let canceled = false;
     let killedByUs = false;
@@ -245,6 +246,11 @@ export class DockerSandboxBackend implements SandboxBackend {
         canceled,
         durationMs,
       };
+      if (stdout.truncated) result.stdoutTail = stdout.tail();
+      if (stderr.truncated) result.stderrTail = stderr.tail();
+      const [outSpill, errSpill] = await Promise.all([stdout.finishSpill(), stderr.finishSpill()]);
+      if (outSpill) result.stdoutSpill = outSpill;
+      if (errSpill) result.stderrSpill = errSpill;
       clog.info("run finished", { exitCode: result.exitCode, durationMs, timedOut, oomKilled, canceled, totalMs: Date.now() - started });
       if (canceled) throw new CanceledError();
       return result;
