@@ -8,7 +8,8 @@ import { type CallbackEvent, RunCallbackServer } from "./callback-server.js";
 import { RunTokens } from "./run-tokens.js";
 import { type SearchDetail, type SearchHit, searchTools } from "./search.js";
 import { ServersDirectory } from "./servers-dir.js";
-import { UpstreamPool } from "./upstream-pool.js";
+import type { Tool } from "@modelcontextprotocol/sdk/types.js";
+import { type UpstreamConnection, UpstreamPool, type UpstreamState } from "./upstream-pool.js";
 
 /** Where the sandbox finds its bridge. */
 export const SANDBOX_SOCKET_DIR = "/run/codebox";
@@ -32,9 +33,12 @@ export interface RunBridge {
  * per-run callback sockets. Sandboxed code calls upstream tools only through it.
  */
 export class Bridge {
+  /** Upstreams every user may call (config mcpServers). */
   readonly pool: UpstreamPool;
   readonly tokens = new RunTokens();
+  /** The shared /servers tree (users without servers of their own). */
   readonly servers: ServersDirectory;
+  private readonly userPools = new Map<string, { pool: UpstreamPool; servers: ServersDirectory; started: Promise<void> }>();
   private started: Promise<void> | undefined;
 
   constructor(
@@ -42,24 +46,77 @@ export class Bridge {
     private readonly logger: Logger,
     private readonly onEvent?: (e: CallbackEvent) => void,
   ) {
-    this.pool = new UpstreamPool(config.mcpServers, {
-      connectTimeoutMs: config.bridge.connectTimeoutMs,
-      maxMessageBytes: Math.max(64 * 1024 * 1024, 2 * config.bridge.maxResponseBytes),
-      logger,
-    });
-    this.servers = new ServersDirectory(join(config.dataDir, "generated"), logger);
+    this.pool = this.makePool(config.mcpServers);
+    this.servers = new ServersDirectory(join(config.dataDir, "generated", "shared"), logger);
     this.pool.on("toolsChanged", () => {
-      if (this.started) void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));
+      if (!this.started) return;
+      void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));
+      for (const [userId, u] of this.userPools) void u.servers.update(this.toolsFor(userId)).catch(() => {});
     });
   }
 
-  /** Connects the upstreams (failures are logged and retried, never fatal) and writes /servers. */
+  private makePool(specs: Config["mcpServers"]): UpstreamPool {
+    return new UpstreamPool(specs, {
+      connectTimeoutMs: this.config.bridge.connectTimeoutMs,
+      maxMessageBytes: Math.max(64 * 1024 * 1024, 2 * this.config.bridge.maxResponseBytes),
+      logger: this.logger,
+    });
+  }
+
+  /** Connects the shared upstreams (failures are logged and retried, never fatal) and writes /servers. */
   start(): Promise<void> {
     this.started ??= (async () => {
       await this.pool.start();
       await this.servers.update(this.pool.tools());
     })();
     return this.started;
+  }
+
+  /**
+   * A user's own upstreams (config userMcpServers.<user>), connected on first use. A user's
+   * server with the same name as a shared one takes its place for that user.
+   */
+  private async userPool(userId: string) {
+    const specs = this.config.userMcpServers[userId];
+    if (!specs || Object.keys(specs).length === 0) return undefined;
+    let u = this.userPools.get(userId);
+    if (!u) {
+      const pool = this.makePool(specs);
+      const servers = new ServersDirectory(join(this.config.dataDir, "generated", `user-${userId}`), this.logger);
+      const started = (async () => {
+        await pool.start();
+        await servers.update(this.toolsFor(userId));
+      })();
+      pool.on("toolsChanged", () => void started.then(() => servers.update(this.toolsFor(userId))).catch(() => {}));
+      u = { pool, servers, started };
+      this.userPools.set(userId, u);
+    }
+    await u.started;
+    return u;
+  }
+
+  private toolsFor(userId: string): Map<string, Tool[]> {
+    const tools = new Map(this.pool.tools());
+    const own = this.userPools.get(userId)?.pool;
+    if (own) for (const [name, list] of own.tools()) tools.set(name, list);
+    return tools;
+  }
+
+  /** Server names a user may call. */
+  async serverNames(userId: string): Promise<string[]> {
+    await this.start();
+    const own = await this.userPool(userId);
+    return [...new Set([...this.pool.names, ...(own?.pool.names ?? [])])].sort();
+  }
+
+  private resolver(own: UpstreamPool | undefined): { get(name: string): UpstreamConnection | undefined } {
+    return { get: (name) => own?.get(name) ?? this.pool.get(name) };
+  }
+
+  status(userId: string): Array<{ name: string; state: UpstreamState; tools: number; error?: string | undefined }> {
+    const own = this.userPools.get(userId)?.pool;
+    const ownNames = new Set(own?.names ?? []);
+    return [...this.pool.status().filter((s) => !ownNames.has(s.name)), ...(own?.status() ?? [])];
   }
 
   private runDir(): string {
@@ -72,12 +129,13 @@ export class Bridge {
   /** Everything one run needs to reach the bridge; close() revokes the token and removes the socket. */
   async openRun(run: { runId: string; userId: string; timeoutMs: number }): Promise<RunBridge> {
     await this.start();
-    const servers = new Set(this.pool.names);
+    const own = await this.userPool(run.userId);
+    const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
     const token = this.tokens.issue({ runId: run.runId, userId: run.userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
     let refusals = 0;
     const deps = {
       tokens: this.tokens,
-      upstreams: this.pool,
+      upstreams: this.resolver(own?.pool),
       limits: this.config.bridge,
       logger: this.logger,
       onEvent: (e: CallbackEvent) => {
@@ -99,7 +157,7 @@ export class Bridge {
       await callback.close();
     };
     try {
-      const serversPath = await this.servers.path(() => this.pool.tools());
+      const serversPath = own ? await own.servers.path(() => this.toolsFor(run.userId)) : await this.servers.path(() => this.pool.tools());
       const servers = { source: serversPath, target: "/servers", readOnly: true };
       if (tcp) {
         const { tcpHost, tcpNetwork } = this.config.bridge;
@@ -123,11 +181,14 @@ export class Bridge {
     }
   }
 
-  search(query: string, options: { server?: string | undefined; detail: SearchDetail; limit: number }): SearchHit[] {
-    return searchTools(this.servers.entries, query, options);
+  async search(userId: string, query: string, options: { server?: string | undefined; detail: SearchDetail; limit: number }): Promise<SearchHit[]> {
+    await this.start();
+    const own = await this.userPool(userId);
+    return searchTools((own?.servers ?? this.servers).entries, query, options);
   }
 
   async close(): Promise<void> {
     await this.pool.close();
+    await Promise.all([...this.userPools.values()].map((u) => u.pool.close()));
   }
 }

@@ -5,7 +5,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import type { RunTokens } from "./run-tokens.js";
-import type { UpstreamPool } from "./upstream-pool.js";
+import type { UpstreamConnection } from "./upstream-pool.js";
 
 export interface CallbackLimits {
   maxCallsPerRun: number;
@@ -16,7 +16,8 @@ export interface CallbackLimits {
 
 export interface CallbackDeps {
   tokens: RunTokens;
-  upstreams: UpstreamPool;
+  /** The upstream connections this run may use, by server name. */
+  upstreams: { get(name: string): UpstreamConnection | undefined };
   limits: CallbackLimits;
   logger: Logger;
   /** Receives one record per call and per refusal (the audit log, metrics). */

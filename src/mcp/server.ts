@@ -36,7 +36,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     nodeVersion: process.versions.node,
     upstreams: deps.bridge.pool.names,
   });
-  registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger });
+  registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });
   registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: deps.userIdFor, runtime: deps.runtime });
   return server;

@@ -23,7 +23,7 @@ const hit = z.object({
 
 export const searchToolsOutput = { tools: z.array(hit), servers: z.array(z.object({ name: z.string(), state: z.string(), tools: z.number() })) };
 
-export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridge; logger: Logger }): void {
+export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridge; logger: Logger; userIdFor: (authInfo: unknown) => string }): void {
   server.registerTool(
     "search_tools",
     {
@@ -37,11 +37,11 @@ export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridg
       outputSchema: searchToolsOutput,
       annotations: { title: "Search upstream MCP tools", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     },
-    async (args) => {
+    async (args, extra) => {
       try {
-        await deps.bridge.start();
-        const tools = deps.bridge.search(args.query, { server: args.server, detail: args.detail, limit: args.limit }).map(({ score: _score, ...h }) => h);
-        const servers = deps.bridge.pool.status().map(({ name, state, tools: n }) => ({ name, state, tools: n }));
+        const userId = deps.userIdFor(extra.authInfo);
+        const tools = (await deps.bridge.search(userId, args.query, { server: args.server, detail: args.detail, limit: args.limit })).map(({ score: _score, ...h }) => h);
+        const servers = deps.bridge.status(userId).map(({ name, state, tools: n }) => ({ name, state, tools: n }));
         const lines = tools.map((t) => `${t.server}.${t.tool} → import { ${t.function} } from "${t.import}"${t.description ? `\n  ${t.description}` : ""}${args.detail === "full" ? `\n  input: ${JSON.stringify(t.inputSchema)}${t.outputSchema ? `\n  output: ${JSON.stringify(t.outputSchema)}` : ""}` : ""}`);
         const down = servers.filter((s) => s.state !== "ready").map((s) => `${s.name} (${s.state})`);
         const text = [

@@ -1,0 +1,301 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer, request, type Server } from "node:http";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { SignJWT, exportJWK, generateKeyPair } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LABEL } from "../../src/sandbox/docker/labels.js";
+import { cliPath, ourContainers, removeDir, rowsServerPath, serverProcessEnv, tempDir, waitForNoContainers } from "../helpers.js";
+
+// The multi-user service: the built CLI with `serve --http`, real SDK clients over Streamable
+// HTTP, API keys for two users, OAuth JWTs from a local JWKS, and a real upstream for one user.
+const dir = tempDir("e2e-http");
+const suffix = process.pid;
+const ALICE = `alice-${suffix}`;
+const BOB = `bob-${suffix}`;
+const ALICE_KEY = "alice-key-0123456789abcdef";
+const BOB_KEY = "bob-key-0123456789abcdef00";
+const ISSUER = "https://issuer.codebox.test";
+const AUDIENCE = "codebox-e2e";
+let jwks: Server;
+let jwksUrl: string;
+let privateKey: CryptoKey;
+let server: ChildProcess;
+let baseUrl: string;
+let stderr = "";
+
+async function startServer(): Promise<void> {
+  const configFile = join(dir, "config.json");
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      http: { port: 0, shutdownGraceMs: 4_000 },
+      auth: { apiKeys: [{ userId: ALICE, key: ALICE_KEY }, { userId: BOB, keyHash: `sha256:${(await import("node:crypto")).createHash("sha256").update(BOB_KEY).digest("hex")}` }], oauth: { issuer: ISSUER, audience: AUDIENCE, jwksUri: jwksUrl } },
+      userMcpServers: { [ALICE]: { rows: { command: process.execPath, args: [rowsServerPath] } } },
+      sandbox: { profiles: { standard: { timeoutMs: 60_000 } } },
+    }),
+  );
+  server = spawn(process.execPath, [cliPath, "serve", "--http", "--config", configFile], { env: serverProcessEnv({ CODEBOX_DATA_DIR: join(dir, "data") }), stdio: ["ignore", "ignore", "pipe"] });
+  baseUrl = await new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000);
+    server.stderr!.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      const m = /"url":"(http:\/\/[^"]+)\/mcp"/.exec(stderr);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]!);
+      }
+    });
+  });
+}
+
+async function connect(bearer: string): Promise<Client> {
+  const transport = new StreamableHTTPClientTransport(new URL(`${baseUrl}/mcp`), { requestInit: { headers: { Authorization: `Bearer ${bearer}` } } });
+  const client = new Client({ name: "http-e2e", version: "1" });
+  await client.connect(transport);
+  return client;
+}
+
+async function raw(path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  const url = new URL(path, baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: init.method ?? "GET", headers: init.headers }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on("error", reject);
+    req.end(init.body);
+  });
+}
+
+const initBody = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "raw", version: "1" } } });
+const mcpHeaders = (extra: Record<string, string> = {}) => ({ "content-type": "application/json", accept: "application/json, text/event-stream", ...extra });
+const exec = async (c: Client, code: string, extra: Record<string, unknown> = {}) => (await c.callTool({ name: "execute_code", arguments: { code, ...extra } }, undefined, { timeout: 120_000 })) as CallToolResult;
+const out = (r: CallToolResult) => (r.structuredContent as { stdout: string }).stdout;
+const textOf = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("\n");
+
+async function jwt(claims: Record<string, unknown>, opts: { audience?: string; expiresIn?: string | number } = {}): Promise<string> {
+  let b = new SignJWT({ scope: "mcp", ...claims }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(ISSUER).setAudience(opts.audience ?? AUDIENCE).setIssuedAt(Math.floor(Date.now() / 1000) - 120);
+  b = b.setExpirationTime(opts.expiresIn ?? "5m");
+  return b.sign(privateKey);
+}
+
+let alice: Client;
+let bob: Client;
+
+beforeAll(async () => {
+  const pair = await generateKeyPair("ES256", { extractable: true });
+  privateKey = pair.privateKey as CryptoKey;
+  const jwk = { ...(await exportJWK(pair.publicKey)), kid: "k1", alg: "ES256", use: "sig" };
+  jwks = createServer((_req, res) => {
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ keys: [jwk] }));
+  });
+  await new Promise<void>((r) => jwks.listen(0, "127.0.0.1", r));
+  jwksUrl = `http://127.0.0.1:${(jwks.address() as { port: number }).port}/jwks.json`;
+  await startServer();
+  alice = await connect(ALICE_KEY);
+  bob = await connect(BOB_KEY);
+});
+
+afterAll(async () => {
+  await alice?.close().catch(() => {});
+  await bob?.close().catch(() => {});
+  if (server && server.exitCode === null) server.kill("SIGKILL");
+  jwks?.close();
+  for (const u of [ALICE, BOB, "jwt-user"]) expect(await waitForNoContainers({ label: LABEL.user, value: u })).toEqual([]);
+  removeDir(dir);
+});
+
+describe("authentication", () => {
+  it("answers 401 with WWW-Authenticate to no key, a wrong key, an expired JWT and a JWT for another audience", async () => {
+    const cases: Array<[string, Record<string, string>]> = [
+      ["no key", {}],
+      ["wrong key", { authorization: "Bearer not-a-valid-key-at-all-000" }],
+      ["expired JWT", { authorization: `Bearer ${await jwt({ sub: "jwt-user" }, { expiresIn: Math.floor(Date.now() / 1000) - 60 })}` }],
+      ["other audience", { authorization: `Bearer ${await jwt({ sub: "jwt-user" }, { audience: "someone-else" })}` }],
+    ];
+    for (const [name, headers] of cases) {
+      const r = await raw("/mcp", { method: "POST", headers: mcpHeaders(headers), body: initBody });
+      expect(r.status, name).toBe(401);
+      expect(String(r.headers["www-authenticate"]), name).toMatch(/^Bearer /);
+      expect(String(r.headers["www-authenticate"]), name).toContain("resource_metadata=");
+    }
+  });
+
+  it("accepts a valid JWT and serves the protected-resource metadata", async () => {
+    const c = await connect(await jwt({ sub: "jwt-user" }));
+    expect((await c.listTools()).tools.map((t) => t.name)).toContain("execute_code");
+    await c.close();
+    const meta = await raw("/.well-known/oauth-protected-resource");
+    expect(JSON.parse(meta.body)).toMatchObject({ authorization_servers: [ISSUER] });
+  });
+
+  it("answers 403 to a foreign Host header and a foreign Origin", async () => {
+    const host = await raw("/mcp", { method: "POST", headers: mcpHeaders({ host: "evil.example", authorization: `Bearer ${ALICE_KEY}` }), body: initBody });
+    expect(host.status).toBe(403);
+    const origin = await raw("/mcp", { method: "POST", headers: mcpHeaders({ origin: "http://evil.example", authorization: `Bearer ${ALICE_KEY}` }), body: initBody });
+    expect(origin.status).toBe(403);
+  });
+
+  it("serves health and readiness without credentials", async () => {
+    expect((await raw("/healthz")).status).toBe(200);
+    const ready = await raw("/readyz");
+    expect(ready.status).toBe(200);
+    expect(JSON.parse(ready.body)).toMatchObject({ ready: true });
+  });
+
+  it("refuses an oversized request body with 413", async () => {
+    const r = await raw("/mcp", { method: "POST", headers: mcpHeaders({ authorization: `Bearer ${ALICE_KEY}` }), body: JSON.stringify({ pad: "x".repeat(5 * 1024 * 1024) }) });
+    expect(r.status).toBe(413);
+  });
+});
+
+describe("per-user isolation", () => {
+  it("keeps each user's files, skills and upstreams theirs: through code, resources and tools", async () => {
+    expect(out(await exec(alice, 'import fs from "node:fs"; fs.writeFileSync("/workspace/alice.txt", "alice secret"); console.log("ok")'))).toBe("ok\n");
+    expect(out(await exec(bob, 'import fs from "node:fs"; fs.writeFileSync("/workspace/bob.txt", "bob secret"); console.log("ok")'))).toBe("ok\n");
+    // Code: bob's sandbox has no trace of alice's file.
+    const seen = out(await exec(bob, 'import fs from "node:fs"; console.log(fs.readdirSync("/workspace").filter((f) => !f.startsWith(".")).join(","), fs.existsSync("/workspace/alice.txt"))'));
+    expect(seen).toBe("bob.txt false\n");
+    // Resources: bob's list and reads are his own.
+    const bobResources = (await bob.listResources()).resources.map((r) => r.uri);
+    expect(bobResources).toContain("workspace://bob.txt");
+    expect(bobResources).not.toContain("workspace://alice.txt");
+    await expect(bob.readResource({ uri: "workspace://alice.txt" })).rejects.toThrow();
+    await expect(bob.readResource({ uri: "workspace://../alice/workspace/alice.txt" })).rejects.toThrow();
+    expect((await alice.readResource({ uri: "workspace://alice.txt" })).contents[0]).toMatchObject({ text: "alice secret" });
+    // Skills: alice's skill is invisible and unimportable for bob.
+    await alice.callTool({ name: "save_skill", arguments: { name: "alice-only", description: "Alice's helper", code: "export const who = () => 'alice';" } });
+    const bobSkills = (await bob.callTool({ name: "list_skills", arguments: {} })) as CallToolResult;
+    expect(JSON.stringify(bobSkills.structuredContent)).not.toContain("alice-only");
+    const imp = await exec(bob, 'try { await import("/skills/alice-only/index.ts"); console.log("imported") } catch (e) { console.log("error", e.code) }');
+    expect(out(imp)).toBe("error ERR_MODULE_NOT_FOUND\n");
+    // Upstreams: alice has "rows"; bob neither finds nor calls it.
+    const aliceSearch = (await alice.callTool({ name: "search_tools", arguments: { query: "rows" } })) as CallToolResult;
+    expect(JSON.stringify(aliceSearch.structuredContent)).toContain("list_rows");
+    const bobSearch = (await bob.callTool({ name: "search_tools", arguments: { query: "rows" } })) as CallToolResult;
+    expect(JSON.stringify(bobSearch.structuredContent)).not.toContain("list_rows");
+    expect(out(await exec(alice, 'import { echo } from "/servers/rows/index.ts"; console.log(await echo({ message: "mine" }))'))).toBe("echo: mine\n");
+    const bobCall = await exec(bob, 'import { callMCPTool } from "/servers/client.ts"; import fs from "node:fs"; try { await callMCPTool("rows", "echo", { message: "x" }) } catch (e) { console.log(e.status, fs.existsSync("/servers/rows")) }');
+    expect(out(bobCall)).toBe("403 false\n");
+  });
+
+  it("does not let one user use another user's session id", async () => {
+    const init = await raw("/mcp", { method: "POST", headers: mcpHeaders({ authorization: `Bearer ${ALICE_KEY}` }), body: initBody });
+    const sessionId = String(init.headers["mcp-session-id"]);
+    expect(sessionId).toMatch(/[0-9a-f-]{36}/);
+    const hijack = await raw("/mcp", {
+      method: "POST",
+      headers: mcpHeaders({ authorization: `Bearer ${BOB_KEY}`, "mcp-session-id": sessionId, "mcp-protocol-version": "2025-06-18" }),
+      body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/list" }),
+    });
+    expect(hijack.status).toBe(404);
+  });
+});
+
+describe("skills", () => {
+  it("save_skill, then a later run imports it; list and resources show it; delete removes it", async () => {
+    const saved = (await alice.callTool({ name: "save_skill", arguments: { name: "double-it", description: "Doubles a number", code: "export function double(n: number): number { return n * 2; }" } })) as CallToolResult;
+    expect(saved.isError).toBeFalsy();
+    expect(out(await exec(alice, 'import { double } from "/skills/double-it/index.ts"; console.log(double(21))'))).toBe("42\n");
+    const list = (await alice.callTool({ name: "list_skills", arguments: {} })) as CallToolResult;
+    const names = (list.structuredContent as { skills: Array<{ name: string; readOnly: boolean }> }).skills;
+    expect(names).toEqual(expect.arrayContaining([expect.objectContaining({ name: "double-it", readOnly: false }), expect.objectContaining({ name: "csv", readOnly: true })]));
+    expect((await alice.listResources()).resources.map((r) => r.uri)).toContain("skill://double-it");
+    expect((await alice.readResource({ uri: "skill://double-it" })).contents[0]).toMatchObject({ mimeType: "text/markdown" });
+    const got = (await alice.callTool({ name: "get_skill", arguments: { name: "double-it" } })) as CallToolResult;
+    expect((got.structuredContent as { code: string }).code).toContain("n * 2");
+    expect(((await alice.callTool({ name: "delete_skill", arguments: { name: "double-it" } })) as CallToolResult).isError).toBeFalsy();
+    expect(JSON.stringify((await alice.callTool({ name: "list_skills", arguments: {} })).structuredContent)).not.toContain("double-it");
+    expect(out(await exec(alice, 'try { await import("/skills/double-it/index.ts"); console.log("still there") } catch { console.log("gone") }'))).toBe("gone\n");
+  });
+
+  it("refuses invalid skill names with a clear error", async () => {
+    for (const name of ["../escape", "Upper", "a/b", "-dash", "x".repeat(65), "", "csv"]) {
+      const r = (await alice.callTool({ name: "save_skill", arguments: { name, description: "d", code: "export {}" } })) as CallToolResult;
+      expect(r.isError, name).toBe(true);
+      expect(textOf(r), name).toMatch(/Invalid skill name|built-in/);
+    }
+  });
+});
+
+describe("workspace", () => {
+  it("write_file puts a file the next run reads; traversal is refused", async () => {
+    const w = (await alice.callTool({ name: "write_file", arguments: { path: "data/in.csv", content: "a,b\n1,2" } })) as CallToolResult;
+    expect(w.isError).toBeFalsy();
+    expect(out(await exec(alice, 'import { parseCsvRecords } from "/skills/csv/index.ts"; import fs from "node:fs"; console.log(JSON.stringify(parseCsvRecords(fs.readFileSync("data/in.csv", "utf8"))))'))).toBe('[{"a":"1","b":"2"}]\n');
+    for (const path of ["../x", "/etc/passwd", "a/../../b", "./."]) {
+      const r = (await alice.callTool({ name: "write_file", arguments: { path, content: "x" } })) as CallToolResult;
+      expect(r.isError, path).toBe(true);
+    }
+  });
+
+  it("returns a resource_link to the full output of a run that prints 5 MB; reading it returns all 5 MB", async () => {
+    const r = await exec(alice, 'const line = "0123456789".repeat(10) + "\\n"; let s = ""; for (let i = 0; i < 5 * 1024 * 1024 / 101; i++) s += line; process.stdout.write(s); console.log("THE END")');
+    const link = r.content.find((c) => c.type === "resource_link") as { uri: string } | undefined;
+    expect(link).toBeDefined();
+    expect((r.structuredContent as { stdoutTruncated: boolean }).stdoutTruncated).toBe(true);
+    expect(textOf(r)).toContain("THE END");
+    const full = await alice.readResource({ uri: link!.uri });
+    const text = (full.contents[0] as { text: string }).text;
+    expect(text.length).toBeGreaterThan(5 * 1024 * 1024 - 200);
+    expect(text.endsWith("THE END\n")).toBe(true);
+  });
+});
+
+describe("progress", () => {
+  it("sends progress notifications at least every 5 s during a 20 s run", async () => {
+    const times: number[] = [];
+    const started = Date.now();
+    const r = (await alice.callTool({ name: "execute_code", arguments: { code: "await new Promise((r) => setTimeout(r, 20_000)); console.log('done')" } }, undefined, {
+      timeout: 120_000,
+      onprogress: () => times.push(Date.now()),
+    })) as CallToolResult;
+    expect(out(r)).toBe("done\n");
+    const gaps = [times[0]! - started, ...times.slice(1).map((t, i) => t - times[i]!), Date.now() - times[times.length - 1]!];
+    expect(times.length).toBeGreaterThanOrEqual(4);
+    expect(Math.max(...gaps)).toBeLessThan(5_000);
+  }, 60_000);
+});
+
+describe("metrics", () => {
+  it("counts the runs performed", async () => {
+    const read = async () => {
+      const text = (await raw("/metrics")).body;
+      const get = (outcome: string) => Number(new RegExp(`^codebox_runs_total\\{outcome="${outcome}"\\} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+      return { ok: get("ok"), nonzero: get("nonzero_exit"), timeout: get("timeout") };
+    };
+    const before = await read();
+    await exec(bob, "console.log(1)");
+    await exec(bob, "console.log(2)");
+    await exec(bob, "process.exit(3)");
+    await exec(bob, "while (true) {}", { timeoutMs: 1_000 });
+    const after = await read();
+    expect(after.ok - before.ok).toBe(2);
+    expect(after.nonzero - before.nonzero).toBe(1);
+    expect(after.timeout - before.timeout).toBe(1);
+    const text = (await raw("/metrics")).body;
+    for (const m of ["codebox_run_duration_seconds_bucket", "codebox_queue_length", "codebox_active_containers", "codebox_bridge_calls_total", "codebox_bridge_refusals_total"]) expect(text).toContain(m);
+  });
+});
+
+describe("graceful shutdown", () => {
+  it("on SIGTERM during a run: the run ends, no container remains, the process exits 0 within the grace period", async () => {
+    const pending = exec(bob, "await new Promise((r) => setTimeout(r, 60_000)); console.log('finished')").catch((e: unknown) => e);
+    const deadline = Date.now() + 20_000;
+    while ((await ourContainers({ label: LABEL.user, value: BOB })).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    server.kill("SIGTERM");
+    const code = await new Promise<number | null>((r) => server.once("exit", r));
+    const took = Date.now() - t0;
+    expect(code).toBe(0);
+    expect(took).toBeLessThan(4_000 + 10_000);
+    await pending;
+    expect(await waitForNoContainers({ label: LABEL.user, value: BOB }, 5_000)).toEqual([]);
+  });
+});
