@@ -28,6 +28,7 @@ let baseUrl: string;
 let stderr = "";
 
 async function startServer(): Promise<void> {
+  stderr = "";
   const configFile = join(dir, "config.json");
   writeFileSync(
     configFile,
@@ -297,5 +298,45 @@ describe("graceful shutdown", () => {
     expect(took).toBeLessThan(4_000 + 10_000);
     await pending;
     expect(await waitForNoContainers({ label: LABEL.user, value: BOB }, 5_000)).toEqual([]);
+  });
+});
+
+describe("fairness and live output", () => {
+  it("one user's flood does not starve another's run", async () => {
+    // bob's server was stopped by the shutdown test; start a fresh one for this check.
+    await startServer();
+    const a = await connect(ALICE_KEY);
+    const b = await connect(BOB_KEY);
+    try {
+      const flood = [...Array(10)].map(() => exec(a, "await new Promise((r) => setTimeout(r, 3000)); console.log('a')"));
+      await new Promise((r) => setTimeout(r, 500));
+      const t = Date.now();
+      const r = await exec(b, "console.log('b')");
+      const took = Date.now() - t;
+      expect(out(r)).toBe("b\n");
+      // alice holds at most maxRunsPerUser (4) of the 8 slots: bob starts at once, not after her queue drains.
+      expect(took).toBeLessThan(3_000 * 2);
+      const results = await Promise.all(flood);
+      expect(results.filter((x) => !x.isError).length).toBeGreaterThanOrEqual(4);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }, 120_000);
+
+  it("streams the code's output lines as log messages", async () => {
+    const c = await connect(BOB_KEY);
+    const { LoggingMessageNotificationSchema } = await import("@modelcontextprotocol/sdk/types.js");
+    const lines: string[] = [];
+    c.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+      if (n.params.logger === "stdout") lines.push(String(n.params.data));
+    });
+    await c.setLoggingLevel("info");
+    await exec(c, "for (let i = 0; i < 3; i++) { console.log('line ' + i); await new Promise((r) => setTimeout(r, 100)); }");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(lines).toEqual(["line 0", "line 1", "line 2"]);
+    await c.close();
+    server.kill("SIGTERM");
+    await new Promise((r) => server.once("exit", r));
   });
 });
