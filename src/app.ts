@@ -87,6 +87,7 @@ export function createApp(config: Config, logger: Logger): App {
     async close() {
       if (closed) return;
       closed = true;
+      await executor.close();
       await backend.close();
       await bridge.close();
       await audit.close();

@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { createApp } from "./app.js";
 import { loadConfig } from "./config/load.js";
 import type { Config } from "./config/schema.js";
-import { formatDoctor, runDoctor } from "./doctor.js";
 import { CodeboxError, errorMessage } from "./shared/errors.js";
 import { createLogger, type LogLevel } from "./shared/logger.js";
 import { packageVersion } from "./shared/paths.js";
-import { serveHttp } from "./transport/http.js";
-import { serveStdio } from "./transport/stdio.js";
+
+// The server's modules (SDK, engine client, HTTP stack) load only for the commands that use
+// them: --help and --version answer at once.
+const loadApp = () => import("./app.js");
 
 const HELP = `codebox-mcp ${packageVersion()}: an MCP server that runs TypeScript/JavaScript in fresh, hardened Docker containers
 
@@ -95,6 +95,8 @@ async function main(argv: string[]): Promise<number> {
       "sandbox.image": values.image,
       "http.host": values.host,
       "http.port": values.port === undefined ? undefined : /^\d+$/.test(values.port) ? Number(values.port) : values.port,
+      // One-shot commands have no next run to keep a warm container for.
+      ...(command === "serve" ? {} : { "sandbox.pool.size": 0 }),
       // A person reads the CLI commands' stderr: only what needs attention, unless asked.
       logLevel: values["log-level"] ?? (interactive && !process.env.CODEBOX_LOG_LEVEL ? (command === "run" ? "warn" : "info") : undefined),
     },
@@ -104,11 +106,14 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "serve": {
       if (rest.length > 0) throw new UsageError(`serve takes no arguments, got "${rest.join(" ")}"`);
+      const { createApp } = await loadApp();
       const app = createApp(config, logger);
       if (!values.http) {
+        const { serveStdio } = await import("./transport/stdio.js");
         await serveStdio(app);
         return -1; // keep running
       }
+      const { serveHttp } = await import("./transport/http.js");
       const server = await serveHttp(app);
       const stop = (signal: string) => {
         const force = setTimeout(() => process.exit(1), config.http.shutdownGraceMs + 15_000);
@@ -131,6 +136,7 @@ async function main(argv: string[]): Promise<number> {
           throw new UsageError(`cannot read ${file}: ${errorMessage(err)}`);
         }
       }
+      const { createApp } = await loadApp();
       const app = createApp(config, logger);
       try {
         const ac = new AbortController();
@@ -147,6 +153,8 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case "doctor": {
+      const { createApp } = await loadApp();
+      const { formatDoctor, runDoctor } = await import("./doctor.js");
       const app = createApp(config, logger);
       try {
         const results = await runDoctor(app);
@@ -160,6 +168,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case "image": {
       if (rest[0] !== "build" || rest.length > 1) throw new UsageError('image takes one subcommand: "image build [--offline]"');
+      const { createApp } = await loadApp();
       const app = createApp(config, logger);
       try {
         await app.backend.engineInfo();

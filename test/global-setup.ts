@@ -22,7 +22,7 @@ export async function teardown(): Promise<void> {
   const leftMounts = mountsUnder(tmpdir()).filter((m) => m.includes("/codebox-"));
   const { execFileSync } = await import("node:child_process");
   for (const m of leftMounts) execFileSync("umount", ["-l", m]);
-  const left = await ourContainers();
+  const left = await ourContainers(undefined, true);
   if (left.length > 0) {
     await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
     throw new Error(`${left.length} sandbox container(s) were left behind by the tests: ${left.map((c) => c.Id.slice(0, 12)).join(", ")}`);

@@ -66,20 +66,28 @@ export function testApp(flags: Record<string, unknown> = {}): App {
 
 export const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 
-/** Containers carrying our labels, optionally only those with `label=value`. */
-export async function ourContainers(filter?: { label: string; value: string }): Promise<Docker.ContainerInfo[]> {
+/** True for a warm-pool container that has not been handed a run (its run label is its slot id). */
+export const isIdleWarm = (c: Docker.ContainerInfo) => (c.Names ?? []).some((n) => n.startsWith("/codebox-warm-"));
+
+/**
+ * Containers carrying our labels, optionally only those with `label=value`. Idle warm-pool
+ * containers are left out unless asked for: they exist by design between runs, and the app's
+ * close() (checked after each file) and the global teardown (after all) prove they go too.
+ */
+export async function ourContainers(filter?: { label: string; value: string }, includeWarm = false): Promise<Docker.ContainerInfo[]> {
   const labels = [`${LABEL.managed}=true`];
   if (filter) labels.push(`${filter.label}=${filter.value}`);
-  return docker.listContainers({ all: true, filters: { label: labels } });
+  const all = await docker.listContainers({ all: true, filters: { label: labels } });
+  return includeWarm ? all : all.filter((c) => !isIdleWarm(c));
 }
 
 /** Polls until no labelled container matches (AutoRemove and force-remove are asynchronous). */
-export async function waitForNoContainers(filter?: { label: string; value: string }, timeoutMs = 10_000): Promise<Docker.ContainerInfo[]> {
+export async function waitForNoContainers(filter?: { label: string; value: string }, timeoutMs = 10_000, includeWarm = false): Promise<Docker.ContainerInfo[]> {
   const deadline = Date.now() + timeoutMs;
-  let left = await ourContainers(filter);
+  let left = await ourContainers(filter, includeWarm);
   while (left.length > 0 && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 200));
-    left = await ourContainers(filter);
+    left = await ourContainers(filter, includeWarm);
   }
   return left;
 }

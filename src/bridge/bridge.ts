@@ -19,6 +19,16 @@ const START_MARGIN_MS = 15_000;
 /** sockaddr_un.sun_path holds 108 bytes; stay well under it. */
 const MAX_SOCKET_PATH = 100;
 
+export interface BridgeSlot {
+  userId: string;
+  mounts: ExtraMount[];
+  network?: { mode: string; extraHosts: string[] };
+  /** Issues the run's token; returns the variables the runner sets for the code. */
+  bind(run: { runId: string; timeoutMs: number }): Record<string, string>;
+  stats(): { calls: number; refusals: number };
+  close(): Promise<void>;
+}
+
 export interface RunBridge {
   mounts: ExtraMount[];
   env: Record<string, string>;
@@ -40,6 +50,8 @@ export class Bridge {
   readonly servers: ServersDirectory;
   private readonly userPools = new Map<string, { pool: UpstreamPool; servers: ServersDirectory; started: Promise<void> }>();
   private started: Promise<void> | undefined;
+  /** Bumped whenever a /servers tree is regenerated: warm containers of an older one are stale. */
+  generation = 0;
 
   constructor(
     private readonly config: Config,
@@ -50,6 +62,7 @@ export class Bridge {
     this.servers = new ServersDirectory(join(config.dataDir, "generated", "shared"), logger);
     this.pool.on("toolsChanged", () => {
       if (!this.started) return;
+      this.generation++;
       void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));
       for (const [userId, u] of this.userPools) void u.servers.update(this.toolsFor(userId)).catch(() => {});
     });
@@ -87,7 +100,10 @@ export class Bridge {
         await pool.start();
         await servers.update(this.toolsFor(userId));
       })();
-      pool.on("toolsChanged", () => void started.then(() => servers.update(this.toolsFor(userId))).catch(() => {}));
+      pool.on("toolsChanged", () => {
+        this.generation++;
+        void started.then(() => servers.update(this.toolsFor(userId))).catch(() => {});
+      });
       u = { pool, servers, started };
       this.userPools.set(userId, u);
     }
@@ -128,11 +144,26 @@ export class Bridge {
 
   /** Everything one run needs to reach the bridge; close() revokes the token and removes the socket. */
   async openRun(run: { runId: string; userId: string; timeoutMs: number }): Promise<RunBridge> {
+    const slot = await this.openSlot(run.userId);
+    try {
+      const env = slot.bind(run);
+      return { mounts: slot.mounts, env, ...(slot.network ? { network: slot.network } : {}), close: slot.close, stats: slot.stats };
+    } catch (err) {
+      await slot.close();
+      throw err;
+    }
+  }
+
+  /**
+   * The bridge end of one container, opened before its run is known (a warm container gets its
+   * socket at creation and its token at hand-over). Until bind() no token exists: every call is refused.
+   */
+  async openSlot(userId: string): Promise<BridgeSlot> {
     await this.start();
-    const own = await this.userPool(run.userId);
+    const own = await this.userPool(userId);
     const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
-    const token = this.tokens.issue({ runId: run.runId, userId: run.userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
     let refusals = 0;
+    let runId: string | undefined;
     const deps = {
       tokens: this.tokens,
       upstreams: this.resolver(own?.pool),
@@ -143,37 +174,33 @@ export class Bridge {
         this.onEvent?.(e);
       },
     };
-    const stats = () => ({ calls: this.tokens.calls(run.runId), refusals });
+    const slotId = `slot-${randomBytes(8).toString("hex")}`;
     const tcp = this.config.bridge.transport === "tcp";
-    let callback: RunCallbackServer;
-    try {
-      callback = tcp ? await RunCallbackServer.startTcp(run.runId, this.config.bridge.tcpBindHost, deps) : await RunCallbackServer.startUnix(run.runId, this.runDir(), deps);
-    } catch (err) {
-      this.tokens.revoke(run.runId);
-      throw err;
-    }
+    const callback = tcp ? await RunCallbackServer.startTcp(slotId, this.config.bridge.tcpBindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
     const close = async () => {
-      this.tokens.revoke(run.runId);
+      if (runId) this.tokens.revoke(runId);
       await callback.close();
     };
     try {
-      const serversPath = own ? await own.servers.path(() => this.toolsFor(run.userId)) : await this.servers.path(() => this.pool.tools());
-      const servers = { source: serversPath, target: "/servers", readOnly: true };
-      if (tcp) {
-        const { tcpHost, tcpNetwork } = this.config.bridge;
-        return {
-          mounts: [servers],
-          env: { CODEBOX_BRIDGE_URL: `http://${tcpHost}:${callback.port}`, CODEBOX_BRIDGE_TOKEN: token },
-          network: { mode: tcpNetwork, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] },
-          close,
-          stats,
-        };
-      }
+      const serversPath = own ? await own.servers.path(() => this.toolsFor(userId)) : await this.servers.path(() => this.pool.tools());
+      const serversMount = { source: serversPath, target: "/servers", readOnly: true };
+      const { tcpHost, tcpNetwork } = this.config.bridge;
       return {
-        mounts: [servers, { source: callback.dir!, target: SANDBOX_SOCKET_DIR, readOnly: true }],
-        env: { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token },
+        userId,
+        mounts: tcp ? [serversMount] : [serversMount, { source: callback.dir!, target: SANDBOX_SOCKET_DIR, readOnly: true }],
+        ...(tcp ? { network: { mode: tcpNetwork, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] } } : {}),
+        bind: (run): Record<string, string> => {
+          if (runId) throw new Error("a bridge slot serves one run only");
+          runId = run.runId;
+          callback.runId = run.runId;
+          const token = this.tokens.issue({ runId: run.runId, userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
+          const env: Record<string, string> = tcp
+            ? { CODEBOX_BRIDGE_URL: `http://${tcpHost}:${callback.port}`, CODEBOX_BRIDGE_TOKEN: token }
+            : { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token };
+          return env;
+        },
+        stats: () => ({ calls: runId ? this.tokens.calls(runId) : 0, refusals }),
         close,
-        stats,
       };
     } catch (err) {
       await close();

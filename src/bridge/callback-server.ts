@@ -41,7 +41,8 @@ export class RunCallbackServer {
   port = 0;
 
   private constructor(
-    private readonly runId: string,
+    /** The run this endpoint serves; a pooled container's endpoint gets it at hand-over. */
+    public runId: string,
     /** Unix mode: the directory holding the socket; TCP mode: undefined. */
     readonly dir: string | undefined,
     private readonly deps: CallbackDeps,

@@ -80,6 +80,14 @@ export const ConfigSchema = z
         nofile: z.number().int().min(16).max(65536).default(256),
         fsizeMiB: z.number().int().min(1).max(1024 * 1024).default(256),
         seccompProfile: z.string().min(1).optional(),
+        pool: z
+          .object({
+            size: z.number().int().min(0).max(64).default(1),
+            maxTotal: z.number().int().min(0).max(1024).default(8),
+            idleMs: z.number().int().min(1_000).max(24 * 3_600_000).default(120_000),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -73,9 +73,33 @@ export interface EngineInfo {
   os: string;
 }
 
+/** What a container needs before its code is known (the warm pool creates it ahead of time). */
+export type PrepareRequest = Pick<RunRequest, "runId" | "userId" | "profile" | "mounts" | "extraMounts" | "network" | "timeoutMs"> & {
+  /** How long it may wait for its run (written into its expiry label). */
+  idleMs?: number;
+};
+
+/** What a run hands to a prepared container. */
+export type RunInput = Omit<RunRequest, "profile" | "mounts" | "extraMounts" | "network">;
+
+/** A started container whose runner waits for its code. Used once, then destroyed. */
+export interface PreparedSandbox {
+  readonly id: string;
+  readonly createdAt: number;
+  /** True once the container has exited on its own (it must not be used). */
+  readonly dead: boolean;
+  warm: boolean;
+}
+
 export interface SandboxBackend {
   /** Runs one request in a fresh container that is destroyed before this resolves. */
   run(request: RunRequest): Promise<RunResult>;
+  /** Creates and starts a container whose runner waits for its code. */
+  prepare(spec: PrepareRequest): Promise<PreparedSandbox>;
+  /** Gives a prepared container its code; destroys it afterwards. */
+  runPrepared(prepared: PreparedSandbox, input: RunInput): Promise<RunResult>;
+  /** Destroys a prepared container that will not be used. */
+  discard(prepared: PreparedSandbox): Promise<void>;
   /** Throws EngineUnavailableError when the engine cannot be reached. */
   engineInfo(): Promise<EngineInfo>;
   /** Makes sure the sandbox image exists (building it if needed); returns its tag. */

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { mkdirSync, promises as fs } from "node:fs";
 import { join } from "node:path";
+import type { BridgeSlot } from "../bridge/bridge.js";
 import type { Bridge } from "../bridge/bridge.js";
 import type { Config, ProfileName } from "../config/schema.js";
 import { InputError, errorMessage } from "../shared/errors.js";
@@ -10,7 +11,8 @@ import { type AuditLog, noAudit } from "../stores/audit.js";
 import type { SkillStore } from "../stores/skills.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
-import type { Language, RunResult, SandboxBackend } from "./backend.js";
+import type { Language, PreparedSandbox, RunResult, SandboxBackend } from "./backend.js";
+import { type WarmEntry, WarmPool } from "./pool.js";
 import { BusyError, RunLimiter } from "./limits.js";
 
 export interface ExecuteRequest {
@@ -44,6 +46,7 @@ function outcomeOf(r: RunResult): RunOutcome {
 /** Turns a validated tool call into a sandbox run: admission, limits, the user's directories, the bridge, the audit record. */
 export class CodeExecutor {
   readonly limiter: RunLimiter;
+  readonly pool: WarmPool;
   private readonly config: Config;
   private readonly audit: AuditLog;
   private accepting = true;
@@ -53,11 +56,47 @@ export class CodeExecutor {
     this.audit = deps.audit ?? noAudit;
     const l = deps.config.limits;
     this.limiter = new RunLimiter({ maxConcurrent: l.maxConcurrentRuns, maxPerUser: l.maxRunsPerUser, maxQueued: l.maxQueuedRuns });
+    this.pool = new WarmPool(deps.config.sandbox.pool, deps.backend, deps.logger);
   }
 
   /** Refuses new runs from now on (graceful shutdown); runs already admitted continue. */
   stopAccepting(): void {
     this.accepting = false;
+  }
+
+  /** Starts warm containers for a user ahead of their first run (stdio: the local user). */
+  prewarm(userId: string): void {
+    if (!this.accepting) return;
+    const name = this.config.sandbox.profile;
+    this.pool.refill(`${userId}|${name}`, () => this.prepareEntry(userId, name, `warm-${randomUUID()}`, this.config.sandbox.profiles[name].timeoutMs, this.config.sandbox.pool.idleMs));
+  }
+
+  async close(): Promise<void> {
+    this.accepting = false;
+    await this.pool.close();
+  }
+
+  /** A started container for `userId` with their mounts and its own bridge socket, waiting for code. */
+  private async prepareEntry(userId: string, profileName: ProfileName, id: string, timeoutMs: number, idleMs: number): Promise<WarmEntry> {
+    const generation = this.deps.bridge?.generation ?? 0;
+    const mounts = await this.deps.dirs.ensure(userId);
+    const slot = await this.deps.bridge?.openSlot(userId);
+    try {
+      const prepared = await this.deps.backend.prepare({
+        runId: id,
+        userId,
+        profile: this.limits(profileName),
+        timeoutMs,
+        idleMs,
+        mounts: { workspace: mounts.workspace, skills: mounts.skills },
+        extraMounts: [...(slot?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
+        ...(slot?.network ? { network: slot.network } : {}),
+      });
+      return { key: `${userId}|${profileName}`, prepared, slot, generation, expiresAt: Date.now() + (idleMs || timeoutMs) };
+    } catch (err) {
+      await slot?.close();
+      throw err;
+    }
   }
 
   limits(profileName?: ProfileName) {
@@ -115,23 +154,38 @@ export class CodeExecutor {
       language: req.language,
       runtime: this.config.sandbox.runtime,
     };
-    let bridge: Awaited<ReturnType<Bridge["openRun"]>> | undefined;
+    let bridge: BridgeSlot | undefined;
+    const key = `${req.userId}|${limits.name}`;
     try {
       const mounts = await this.deps.dirs.ensure(req.userId);
       await this.deps.dirs.volumes?.check([mounts.workspace, mounts.skills]);
       this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, codeBytes: bytes });
-      bridge = await this.deps.bridge?.openRun({ runId, userId: req.userId, timeoutMs });
-      const result = await this.deps.backend.run({
+      // A warm container of this user and profile if there is one; otherwise start one now.
+      const warm = this.pool.take(key, this.deps.bridge?.generation ?? 0);
+      let prepared: PreparedSandbox;
+      if (warm) {
+        prepared = warm.prepared;
+        prepared.warm = true;
+        bridge = warm.slot;
+      } else {
+        const entry = await this.prepareEntry(req.userId, limits.name, runId, timeoutMs, 0);
+        prepared = entry.prepared;
+        bridge = entry.slot;
+      }
+      let env: Record<string, string>;
+      try {
+        env = bridge?.bind({ runId, timeoutMs }) ?? {};
+      } catch (err) {
+        await this.deps.backend.discard(prepared);
+        throw err;
+      }
+      const result = await this.deps.backend.runPrepared(prepared, {
         runId,
         userId: req.userId,
         language: req.language,
         code: req.code,
         timeoutMs,
-        profile: limits,
-        mounts: { workspace: mounts.workspace, skills: mounts.skills },
-        extraMounts: [...(bridge?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
-        env: bridge?.env ?? {},
-        ...(bridge?.network ? { network: bridge.network } : {}),
+        env,
         ...(req.signal ? { signal: req.signal } : {}),
         ...(req.onOutput ? { onOutput: req.onOutput } : {}),
         ...this.spillPaths(runId),
@@ -150,6 +204,7 @@ export class CodeExecutor {
       // Security: the token dies and the socket disappears the moment the run ends.
       await bridge?.close();
       release();
+      if (this.accepting) this.pool.refill(key, () => this.prepareEntry(req.userId, limits.name, `warm-${randomUUID()}`, limits.timeoutMs, this.config.sandbox.pool.idleMs));
       const spill = this.spillPaths(runId).spill;
       if (spill) await Promise.all([fs.rm(spill.stdoutPath, { force: true }), fs.rm(spill.stderrPath, { force: true })]);
     }

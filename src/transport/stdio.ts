@@ -26,5 +26,6 @@ export async function serveStdio(app: App): Promise<void> {
   process.once("SIGTERM", () => void stop("SIGTERM"));
   await server.connect(transport);
   app.logger.info("codebox-mcp serving MCP over stdio", { dataDir: app.config.dataDir, runtime: app.config.sandbox.runtime, image: app.backend.image });
-  void app.warmUp();
+  // Warm containers for the one local user, ready before the first call.
+  void app.warmUp().then(() => app.executor.prewarm(app.config.userId));
 }

@@ -52,7 +52,7 @@ describe("execute_code over stdio", () => {
     expect(tool!.inputSchema.properties).toHaveProperty("language");
     expect(tool!.inputSchema.properties).toHaveProperty("timeoutMs");
     expect(Object.keys(tool!.outputSchema?.properties ?? {}).sort()).toEqual(
-      ["durationMs", "exitCode", "oomKilled", "stderr", "stderrTruncated", "stdout", "stdoutTruncated", "timedOut"].sort(),
+      ["durationMs", "exitCode", "oomKilled", "stderr", "stderrFile", "stderrTruncated", "stdout", "stdoutFile", "stdoutTruncated", "timedOut"].sort(),
     );
     expect(tool!.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: false });
     expect(tool!.description).toMatch(/\/workspace/);
@@ -126,10 +126,15 @@ describe("stdout carries only the protocol", () => {
     child.stdin.end();
     await new Promise((r) => child.once("exit", r));
     const lines = out.split("\n").filter(Boolean);
-    expect(lines.length).toBe(2);
-    const frames = lines.map((l) => JSON.parse(l) as { id: number; result: { structuredContent?: { stdout: string } } });
-    expect(frames.map((f) => f.id)).toEqual([1, 2]);
-    expect(frames[1]!.result.structuredContent!.stdout).toContain('"fake":true');
+    // Every line is a JSON-RPC frame of ours: the two responses, plus log notifications that carry
+    // the code's output lines as data (never as frames of their own).
+    const frames = lines.map((l) => JSON.parse(l) as { jsonrpc: string; id?: number; method?: string; result?: { structuredContent?: { stdout: string }; fake?: boolean } });
+    expect(frames.every((f) => f.jsonrpc === "2.0")).toBe(true);
+    const responses = frames.filter((f) => f.id !== undefined);
+    expect(responses.map((f) => f.id)).toEqual([1, 2]);
+    expect(responses[1]!.result!.fake).toBeUndefined();
+    expect(responses[1]!.result!.structuredContent!.stdout).toContain('"fake":true');
+    expect(frames.filter((f) => f.id === undefined).every((f) => f.method === "notifications/message")).toBe(true);
   });
 });
 

@@ -24,6 +24,8 @@ afterEach(async () => {
 
 afterAll(async () => {
   await app.close();
+  // With the warm pool on, idle warm containers live between tests; close() removes them too.
+  expect(await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id }, 10_000, true)).toEqual([]);
   removeDir(app.config.dataDir);
 });
 

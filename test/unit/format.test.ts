@@ -14,7 +14,7 @@ describe("the text a model reads", () => {
   it("says when it timed out, ran out of memory, or was cut", () => {
     expect(formatRunText({ ...base, exitCode: null, timedOut: true })).toMatch(/timed out after 12 ms/);
     expect(formatRunText({ ...base, exitCode: 137, oomKilled: true })).toMatch(/out of memory/);
-    expect(formatRunText({ ...base, stdout: "abc", stdoutBytes: 10, stdoutTruncated: true })).toMatch(/stdout cut: 3 of 10 bytes/);
+    expect(formatRunText({ ...base, stdout: "abc", stdoutBytes: 10, stdoutTruncated: true })).toMatch(/stdout cut: the first 3 of 10 bytes/);
   });
   it("labels stderr and nudges when nothing was printed", () => {
     expect(formatRunText({ ...base, exitCode: 1, stderr: "Error: x\n" })).toBe("[exit code 1 in 12 ms]\n[stderr]\nError: x");

@@ -5,7 +5,8 @@ import type { Config } from "../../config/schema.js";
 import { CanceledError, CodeboxError, ImageBuildError, RuntimeMissingError, SandboxError, errorMessage } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { packagePath } from "../../shared/paths.js";
-import type { EngineInfo, RunRequest, RunResult, SandboxBackend } from "../backend.js";
+import { Writable, type Duplex as DuplexStream } from "node:stream";
+import type { EngineInfo, PreparedSandbox, PrepareRequest, RunInput, RunRequest, RunResult, SandboxBackend } from "../backend.js";
 import { CappedOutput } from "../output.js";
 import { createDockerClient, engineStatus, toEngineError } from "./engine.js";
 import { containerSpec } from "./host-config.js";
@@ -29,6 +30,57 @@ export function forRuntime(profile: SeccompProfile, runtime: "runc" | "runsc"): 
     ...profile,
     syscalls: profile.syscalls.map((s) => (s.names.length === 1 && s.names[0] === "clone3" ? { names: ["clone3"], action: "SCMP_ACT_ALLOW" } : s)),
   };
+}
+
+/**
+ * Output of a container before it has a run: a pooled container's runner prints nothing until
+ * it gets its code, but anything it does print (a crash at boot) is kept, bounded, and handed on.
+ */
+class SwitchableSink extends Writable {
+  private target: Writable | undefined;
+  private early: Buffer[] = [];
+  private earlyBytes = 0;
+
+  attach(target: Writable): void {
+    this.target = target;
+    for (const b of this.early) target.write(b);
+    this.early = [];
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    if (this.target) {
+      this.target.write(chunk);
+    } else if (this.earlyBytes < 64 * 1024) {
+      this.early.push(Buffer.from(chunk));
+      this.earlyBytes += chunk.length;
+    }
+    done();
+  }
+}
+
+class DockerPrepared implements PreparedSandbox {
+  readonly createdAt = Date.now();
+  dead = false;
+  warm = false;
+  constructor(
+    readonly container: Docker.Container,
+    readonly stream: DuplexStream,
+    readonly streamDone: Promise<void>,
+    readonly exited: Promise<{ StatusCode: number }>,
+    readonly stdout: SwitchableSink,
+    readonly stderr: SwitchableSink,
+    readonly userId: string,
+  ) {
+    // A container that dies while it waits (killed, OOM at boot) must never be handed a run.
+    exited.then(
+      () => (this.dead = true),
+      () => (this.dead = true),
+    );
+  }
+
+  get id(): string {
+    return this.container.id;
+  }
 }
 
 /** How long after exit we keep reading output still in flight on the attach stream. */
@@ -155,47 +207,50 @@ export class DockerSandboxBackend implements SandboxBackend {
 
   async run(request: RunRequest): Promise<RunResult> {
     if (request.signal?.aborted) throw new CanceledError();
+    const prepared = await this.prepare(request);
+    return this.runPrepared(prepared, request);
+  }
+
+  /**
+   * Creates and starts a container for `spec` whose runner boots and waits for its code. Used
+   * directly by cold runs, and ahead of time by the warm pool. Every hardening setting is the
+   * same either way: it is the same spec.
+   */
+  async prepare(spec: PrepareRequest): Promise<PreparedSandbox> {
     try {
       await this.ensureImage();
       await this.checkRuntime();
-      return await this.runInFreshContainer(request);
+      return await this.createAndStart(spec);
     } catch (err) {
       if (err instanceof CodeboxError) throw err;
+      const status = engineStatus(err);
+      if (status !== undefined) throw new SandboxError(`The engine refused to create the sandbox: ${errorMessage(err)}. Run \`codebox-mcp doctor\`.`, err);
       throw toEngineError(err);
     }
   }
 
-  private async runInFreshContainer(request: RunRequest): Promise<RunResult> {
-    const log = this.logger.child({ runId: request.runId });
+  private async createAndStart(spec: PrepareRequest): Promise<DockerPrepared> {
     const s = this.config.sandbox;
-    const spec = containerSpec({
-      image: this.imageTag,
-      uid: this.uid(),
-      labels: containerLabels(this.instance, request.runId, request.userId, Date.now() + request.timeoutMs + EXPIRY_MARGIN_MS),
-      profile: request.profile,
-      runtime: s.runtime,
-      seccompJson: this.seccomp(),
-      workspaceDir: request.mounts.workspace,
-      skillsDir: request.mounts.skills,
-      nofile: s.nofile,
-      fsizeBytes: s.fsizeMiB * 1024 * 1024,
-      extraMounts: request.extraMounts,
-      network: request.network,
+    const lifetimeMs = (spec.idleMs ?? 0) + spec.timeoutMs;
+    const container = await this.docker.createContainer({
+      // Idle warm containers are named codebox-warm-*, renamed codebox-run-<run> when handed a run.
+      name: `${spec.idleMs ? "codebox-warm" : "codebox-run"}-${spec.runId}`,
+      ...containerSpec({
+        image: this.imageTag,
+        uid: this.uid(),
+        labels: containerLabels(this.instance, spec.runId, spec.userId, Date.now() + lifetimeMs + EXPIRY_MARGIN_MS),
+        profile: spec.profile,
+        runtime: s.runtime,
+        seccompJson: this.seccomp(),
+        workspaceDir: spec.mounts.workspace,
+        skillsDir: spec.mounts.skills,
+        nofile: s.nofile,
+        fsizeBytes: s.fsizeMiB * 1024 * 1024,
+        extraMounts: spec.extraMounts,
+        network: spec.network,
+      }),
     });
-
-    const container = await this.docker.createContainer(spec);
-    const containerId = container.id;
-    this.live.add(containerId);
-    const clog = log.child({ containerId: containerId.slice(0, 12) });
-    const spill = request.spill;
-    const stdout = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stdoutPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stdout", c)));
-    const stderr = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stderrPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stderr", c)));
-    let timedOut = false;
-    let canceled = false;
-    let killedByUs = false;
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    const started = Date.now();
+    this.live.add(container.id);
     try {
       const stream = (await container.attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true })) as Duplex;
       const streamDone = new Promise<void>((resolve) => {
@@ -203,8 +258,39 @@ export class DockerSandboxBackend implements SandboxBackend {
         stream.once("close", resolve);
         stream.once("error", () => resolve());
       });
+      const stdout = new SwitchableSink();
+      const stderr = new SwitchableSink();
       this.docker.modem.demuxStream(stream, stdout, stderr);
+      // "next-exit": the default condition ("not-running") answers at once for a created container.
+      const exited = container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>;
+      const prepared = new DockerPrepared(container, stream, streamDone, exited, stdout, stderr, spec.userId);
+      await container.start();
+      return prepared;
+    } catch (err) {
+      await this.remove(container.id, this.logger);
+      throw err;
+    }
+  }
 
+  /** Hands the code to a prepared container, waits for it, and destroys the container. */
+  async runPrepared(p: PreparedSandbox, request: RunInput): Promise<RunResult> {
+    const prepared = p as DockerPrepared;
+    const { container } = prepared;
+    const containerId = container.id;
+    const clog = this.logger.child({ runId: request.runId, containerId: containerId.slice(0, 12) });
+    const s = this.config.sandbox;
+    const spill = request.spill;
+    const stdout = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stdoutPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stdout", c)));
+    const stderr = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stderrPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stderr", c)));
+    prepared.stdout.attach(stdout);
+    prepared.stderr.attach(stderr);
+    let timedOut = false;
+    let canceled = false;
+    let killedByUs = false;
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    try {
+      if (prepared.dead) throw new SandboxError("The sandbox container exited before it got its code. Retry; run `codebox-mcp doctor` if it repeats.");
       const kill = (why: "timeout" | "cancel") => {
         if (why === "timeout") timedOut = true;
         else canceled = true;
@@ -215,20 +301,18 @@ export class DockerSandboxBackend implements SandboxBackend {
       };
       onAbort = () => kill("cancel");
       request.signal?.addEventListener("abort", onAbort, { once: true });
-
-      // "next-exit": the default condition ("not-running") answers at once for a created container.
-      const exited = container.wait({ condition: "next-exit" }) as Promise<{ StatusCode: number }>;
-      await container.start();
       const startedAt = Date.now();
       timer = setTimeout(() => kill("timeout"), request.timeoutMs);
-      stream.write(`${JSON.stringify({ code: request.code, language: request.language, env: request.env ?? {} })}\n`);
+      prepared.stream.write(`${JSON.stringify({ code: request.code, language: request.language, env: request.env ?? {} })}\n`);
       if (request.signal?.aborted) kill("cancel");
+      // Off the hot path: the name says which run this container serves now.
+      if (prepared.warm) void container.rename({ name: `codebox-run-${request.runId}` }).catch(() => {});
 
-      const { StatusCode } = await exited;
+      const { StatusCode } = await prepared.exited;
       const durationMs = Date.now() - startedAt;
       clearTimeout(timer);
-      await Promise.race([streamDone, new Promise((r) => setTimeout(r, DRAIN_GRACE_MS))]);
-      stream.destroy();
+      await Promise.race([prepared.streamDone, new Promise((r) => setTimeout(r, DRAIN_GRACE_MS))]);
+      prepared.stream.destroy();
 
       const oomKilled = await this.wasOomKilled(container, StatusCode, killedByUs);
       const result: RunResult = {
@@ -251,19 +335,26 @@ export class DockerSandboxBackend implements SandboxBackend {
       const [outSpill, errSpill] = await Promise.all([stdout.finishSpill(), stderr.finishSpill()]);
       if (outSpill) result.stdoutSpill = outSpill;
       if (errSpill) result.stderrSpill = errSpill;
-      clog.info("run finished", { exitCode: result.exitCode, durationMs, timedOut, oomKilled, canceled, totalMs: Date.now() - started });
+      clog.info("run finished", { exitCode: result.exitCode, durationMs, timedOut, oomKilled, canceled, warm: prepared.warm });
       if (canceled) throw new CanceledError();
       return result;
     } catch (err) {
       if (err instanceof CodeboxError) throw err;
       const status = engineStatus(err);
       if (status !== undefined) throw new SandboxError(`The engine refused to run the sandbox: ${errorMessage(err)}. Run \`codebox-mcp doctor\`.`, err);
-      throw err;
+      throw toEngineError(err);
     } finally {
       clearTimeout(timer);
       if (onAbort) request.signal?.removeEventListener("abort", onAbort);
       await this.remove(containerId, clog);
     }
+  }
+
+  /** Destroys a prepared container that will not be used (pool shrink, shutdown). */
+  async discard(p: PreparedSandbox): Promise<void> {
+    const prepared = p as DockerPrepared;
+    prepared.stream.destroy();
+    await this.remove(prepared.container.id, this.logger);
   }
 
   /**
