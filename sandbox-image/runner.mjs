@@ -68,6 +68,23 @@ if (typeof payload?.code !== "string") fail("payload has no code");
 // started ahead of time gets them only when it is handed its run.
 for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
 
+// The host learns "finished, exit code N" from this line, written last on stdout and on stderr
+// (each pipe keeps its own order, not the order between them), long before the engine reports
+// the container's exit (~130 ms later). It carries the run's nonce; without it (a kill, an OOM)
+// the host waits for the engine as before. Forging it early only cuts the code's own run short.
+if (typeof payload.done === "string") {
+  const trailer = (code) => `\u0000CODEBOX-DONE:${payload.done}:${code}\n`;
+  const { writeSync } = await import("node:fs");
+  process.on("exit", (code) => {
+    try {
+      writeSync(1, trailer(code ?? 0));
+      writeSync(2, trailer(code ?? 0));
+    } catch {
+      // stderr gone: the engine's exit report still arrives
+    }
+  });
+}
+
 await handOver(payload);
 try {
   await import(MAIN_URL);

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import type Docker from "dockerode";
@@ -83,6 +84,65 @@ class DockerPrepared implements PreparedSandbox {
   }
 }
 
+/**
+ * Passes stderr through, except the runner's completion line (NUL, "CODEBOX-DONE:<nonce>:<code>",
+ * newline), which it removes and reports. Holds back only as many bytes as could start one.
+ */
+class CompletionTrailer extends Writable {
+  private held = Buffer.alloc(0);
+  private readonly marker: Buffer;
+  code: number | undefined;
+  private onDone: ((code: number) => void) | undefined;
+  readonly done: Promise<number>;
+
+  constructor(
+    nonce: string,
+    private readonly target: Writable,
+  ) {
+    super();
+    this.marker = Buffer.from(`\u0000CODEBOX-DONE:${nonce}:`);
+    this.done = new Promise((resolve) => (this.onDone = resolve));
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    let buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
+    this.held = Buffer.alloc(0);
+    if (this.code === undefined) {
+      const at = buf.indexOf(this.marker);
+      if (at >= 0) {
+        const nl = buf.indexOf(10, at + this.marker.length);
+        if (nl >= 0) {
+          const code = Number(buf.subarray(at + this.marker.length, nl).toString("latin1"));
+          this.code = Number.isInteger(code) ? code : 0;
+          if (at > 0) this.target.write(buf.subarray(0, at));
+          buf = buf.subarray(nl + 1);
+          this.onDone?.(this.code);
+        } else {
+          if (at > 0) this.target.write(buf.subarray(0, at));
+          this.held = Buffer.from(buf.subarray(at));
+          return cb();
+        }
+      } else {
+        // Keep a tail that could be the start of the marker.
+        const keep = Math.min(buf.length, this.marker.length + 12);
+        const start = buf.lastIndexOf(0, buf.length - 1);
+        const hold = start >= 0 && start >= buf.length - keep ? buf.length - start : 0;
+        if (buf.length - hold > 0) this.target.write(buf.subarray(0, buf.length - hold));
+        this.held = Buffer.from(buf.subarray(buf.length - hold));
+        return cb();
+      }
+    }
+    if (buf.length) this.target.write(buf);
+    cb();
+  }
+
+  /** Hands on anything held back (the stream ended without a complete trailer). */
+  flushHeld(): void {
+    if (this.held.length) this.target.write(this.held);
+    this.held = Buffer.alloc(0);
+  }
+}
+
 /** How long after exit we keep reading output still in flight on the attach stream. */
 const DRAIN_GRACE_MS = 2_000;
 /** Extra lifetime in a container's expiry label beyond its run timeout (create, start, drain). */
@@ -104,6 +164,7 @@ export class DockerSandboxBackend implements SandboxBackend {
   private imageReady: Promise<string> | undefined;
   private seccompJson: string | undefined;
   private readonly live = new Set<string>();
+  private readonly pendingRemovals = new Set<Promise<void>>();
 
   /** Containers this server has alive right now. */
   get activeContainers(): number {
@@ -282,13 +343,19 @@ export class DockerSandboxBackend implements SandboxBackend {
     const spill = request.spill;
     const stdout = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stdoutPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stdout", c)));
     const stderr = new CappedOutput(s.maxOutputBytes, spill && { path: spill.stderrPath, maxBytes: spill.maxBytes }, request.onOutput && ((c) => request.onOutput!("stderr", c)));
-    prepared.stdout.attach(stdout);
-    prepared.stderr.attach(stderr);
+    const nonce = randomBytes(16).toString("hex");
+    const outTrailer = new CompletionTrailer(nonce, stdout);
+    const errTrailer = new CompletionTrailer(nonce, stderr);
+    prepared.stdout.attach(outTrailer);
+    prepared.stderr.attach(errTrailer);
+    // Complete when both streams have delivered the line: everything printed before it has arrived.
+    const runnerDone = Promise.all([outTrailer.done, errTrailer.done]).then(([, code]) => code);
     let timedOut = false;
     let canceled = false;
     let killedByUs = false;
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
+    let exitedCleanly = false;
     try {
       if (prepared.dead) throw new SandboxError("The sandbox container exited before it got its code. Retry; run `codebox-mcp doctor` if it repeats.");
       const kill = (why: "timeout" | "cancel") => {
@@ -303,15 +370,26 @@ export class DockerSandboxBackend implements SandboxBackend {
       request.signal?.addEventListener("abort", onAbort, { once: true });
       const startedAt = Date.now();
       timer = setTimeout(() => kill("timeout"), request.timeoutMs);
-      prepared.stream.write(`${JSON.stringify({ code: request.code, language: request.language, env: request.env ?? {} })}\n`);
+      prepared.stream.write(`${JSON.stringify({ code: request.code, language: request.language, env: request.env ?? {}, done: nonce })}\n`);
       if (request.signal?.aborted) kill("cancel");
       // Off the hot path: the name says which run this container serves now.
       if (prepared.warm) void container.rename({ name: `codebox-run-${request.runId}` }).catch(() => {});
 
-      const { StatusCode } = await prepared.exited;
+      // Whichever comes first: the runner's completion line, or the engine's exit report (kills,
+      // OOM, a runner that died). Output before the completion line has all arrived with it.
+      const first = await Promise.race([prepared.exited.then((e) => ({ by: "engine" as const, code: e.StatusCode })), runnerDone.then((code) => ({ by: "runner" as const, code }))]);
+      const StatusCode = first.code;
+      exitedCleanly = true;
       const durationMs = Date.now() - startedAt;
       clearTimeout(timer);
-      await Promise.race([prepared.streamDone, new Promise((r) => setTimeout(r, DRAIN_GRACE_MS))]);
+      if (first.by === "engine") {
+        await Promise.race([prepared.streamDone, new Promise((r) => setTimeout(r, DRAIN_GRACE_MS))]);
+        outTrailer.flushHeld();
+        errTrailer.flushHeld();
+      } else {
+        // The runner is exiting: stop timing it, let the engine finish in the background.
+        await new Promise((r) => setImmediate(r));
+      }
       prepared.stream.destroy();
 
       const oomKilled = await this.wasOomKilled(container, StatusCode, killedByUs);
@@ -346,7 +424,12 @@ export class DockerSandboxBackend implements SandboxBackend {
     } finally {
       clearTimeout(timer);
       if (onAbort) request.signal?.removeEventListener("abort", onAbort);
-      await this.remove(containerId, clog);
+      // The process has exited (or been killed): removal need not delay the answer. It is
+      // tracked in `live`, so close() still waits for it, and AutoRemove backs it up.
+      const removal = this.remove(containerId, clog);
+      this.pendingRemovals.add(removal);
+      void removal.finally(() => this.pendingRemovals.delete(removal));
+      if (!exitedCleanly) await removal;
     }
   }
 
@@ -363,7 +446,8 @@ export class DockerSandboxBackend implements SandboxBackend {
    * PID 1 in its namespace, so nothing inside the container can SIGKILL it.
    */
   private async wasOomKilled(container: Docker.Container, status: number, killedByUs: boolean): Promise<boolean> {
-    if (killedByUs) return false;
+    // Only a SIGKILL (137) can be the OOM killer: skip the engine round trip otherwise.
+    if (killedByUs || status !== 137) return false;
     try {
       const info = await container.inspect();
       if (info.State.OOMKilled) return true;
@@ -393,6 +477,7 @@ export class DockerSandboxBackend implements SandboxBackend {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.pendingRemovals]);
     await Promise.all([...this.live].map((id) => this.remove(id, this.logger)));
     // Anything of ours that slipped through (e.g. created while closing).
     try {
