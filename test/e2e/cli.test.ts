@@ -145,8 +145,10 @@ describe("when the engine goes away and comes back", () => {
     const run = () => client.callTool({ name: "execute_code", arguments: { code: "console.log('up')" } }) as Promise<CallToolResult>;
     try {
       expect((await run()).structuredContent).toMatchObject({ stdout: "up\n" });
-      await new Promise<void>((r) => proxy.close(() => r()));
+      // close() waits for open connections (warm containers keep attach and wait streams): cut them first.
+      const closed = new Promise<void>((r) => proxy.close(() => r()));
       for (const c of conns) c.destroy();
+      await closed;
       const down = await run();
       expect(down.isError).toBe(true);
       expect(down.content[0]).toMatchObject({ type: "text" });

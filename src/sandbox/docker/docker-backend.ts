@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import type Docker from "dockerode";
 import type { Config } from "../../config/schema.js";
-import { CanceledError, CodeboxError, ImageBuildError, RuntimeMissingError, SandboxError, errorMessage } from "../../shared/errors.js";
+import { CanceledError, CodeboxError, EngineUnavailableError, ImageBuildError, RuntimeMissingError, SandboxError, errorMessage } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { packagePath } from "../../shared/paths.js";
 import { Writable, type Duplex as DuplexStream } from "node:stream";
@@ -72,11 +72,13 @@ class DockerPrepared implements PreparedSandbox {
     readonly stderr: SwitchableSink,
     readonly userId: string,
   ) {
-    // A container that dies while it waits (killed, OOM at boot) must never be handed a run.
+    // A container that dies while it waits (killed, OOM at boot), or whose connection to the
+    // engine broke (engine restarted), must never be handed a run.
     exited.then(
       () => (this.dead = true),
       () => (this.dead = true),
     );
+    void streamDone.then(() => (this.dead = true));
   }
 
   get id(): string {
@@ -377,7 +379,16 @@ export class DockerSandboxBackend implements SandboxBackend {
 
       // Whichever comes first: the runner's completion line, or the engine's exit report (kills,
       // OOM, a runner that died). Output before the completion line has all arrived with it.
-      const first = await Promise.race([prepared.exited.then((e) => ({ by: "engine" as const, code: e.StatusCode })), runnerDone.then((code) => ({ by: "runner" as const, code }))]);
+      // Last resort: an engine that stops answering mid-run must not hang the call forever.
+      let giveUp: NodeJS.Timeout | undefined;
+      const engineSilent = new Promise<never>((_, reject) => {
+        giveUp = setTimeout(() => reject(new EngineUnavailableError("no answer about the sandbox well past its deadline")), request.timeoutMs + 15_000);
+      });
+      const first = await Promise.race([
+        prepared.exited.then((e) => ({ by: "engine" as const, code: e.StatusCode })),
+        runnerDone.then((code) => ({ by: "runner" as const, code })),
+        engineSilent,
+      ]).finally(() => clearTimeout(giveUp));
       const StatusCode = first.code;
       exitedCleanly = true;
       const durationMs = Date.now() - startedAt;
