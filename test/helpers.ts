@@ -101,3 +101,17 @@ export function capturingLogger(): { logger: Logger; lines: Array<Record<string,
   const logger = createLogger({ level: "debug", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
   return { logger, lines };
 }
+
+/** After a test: no container of this app's remains, idle warm-pool containers aside. */
+export async function expectNoRunContainers(app: App): Promise<void> {
+  const left = await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id });
+  if (left.length) throw new Error(`containers left after the test: ${left.map((c) => c.Names.join(",")).join("; ")}`);
+}
+
+/** Closes an app and proves every container of its own is gone (warm ones included), then removes its data. */
+export async function closeAndCheck(app: App): Promise<void> {
+  await app.close();
+  const left = await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id }, 10_000, true);
+  if (left.length) throw new Error(`containers left after close(): ${left.map((c) => c.Names.join(",")).join("; ")}`);
+  removeDir(app.config.dataDir);
+}

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../../src/app.js";
 import { loadConfig } from "../../src/config/load.js";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { capturingLogger, defaultTestRuntime, docker, removeDir, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
+import { capturingLogger, closeAndCheck, defaultTestRuntime, docker, expectNoRunContainers, removeDir, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
 
 // The bridge with a real upstream MCP server (test/fixtures/rows-server.mjs over stdio) and
 // real containers: sandboxed code calls upstream tools through /servers and the callback socket.
@@ -42,14 +42,12 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  expect(await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id })).toEqual([]);
+  // Acceptance: after every test, no container with the project's labels remains (idle warm ones aside).
+  await expectNoRunContainers(app);
 });
 
 afterAll(async () => {
-  await app.close();
-  // With the warm pool on, idle warm containers live between tests; close() removes them too.
-  expect(await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id }, 10_000, true)).toEqual([]);
-  removeDir(app.config.dataDir);
+  await closeAndCheck(app);
 });
 
 describe("calling upstream tools from sandboxed code", () => {

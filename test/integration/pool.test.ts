@@ -2,16 +2,12 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { docker, ourContainers, removeDir, testApp, waitForNoContainers } from "../helpers.js";
+import { closeAndCheck, docker, ourContainers, testApp } from "../helpers.js";
 
 // The warm pool: single-use containers started ahead of need, per user. Nothing crosses runs.
 const apps: App[] = [];
 afterAll(async () => {
-  for (const app of apps) {
-    await app.close();
-    expect(await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id }, 10_000, true)).toEqual([]);
-    removeDir(app.config.dataDir);
-  }
+  for (const app of apps) await closeAndCheck(app);
 });
 
 async function warmCount(app: App, userId: string): Promise<number> {

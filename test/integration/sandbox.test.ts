@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
 import type { Language } from "../../src/sandbox/backend.js";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { removeDir, testApp, waitForNoContainers } from "../helpers.js";
+import { closeAndCheck, expectNoRunContainers, testApp } from "../helpers.js";
 
 // Each test runs real code in a real container on the real engine, under runc and under gVisor.
 describe.each(["runc", "runsc"] as const)("sandbox under %s", (runtime) => {
@@ -18,15 +18,12 @@ beforeAll(() => {
 });
 
 afterEach(async () => {
-  // Acceptance: after every test, no container with the project's labels remains.
-  expect(await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id })).toEqual([]);
+  // Acceptance: after every test, no container with the project's labels remains (idle warm ones aside).
+  await expectNoRunContainers(app);
 });
 
 afterAll(async () => {
-  await app.close();
-  // With the warm pool on, idle warm containers live between tests; close() removes them too.
-  expect(await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id }, 10_000, true)).toEqual([]);
-  removeDir(app.config.dataDir);
+  await closeAndCheck(app);
 });
 
 describe("running code", () => {
