@@ -2,12 +2,16 @@ import { existsSync } from "node:fs";
 import { createApp } from "../src/app.js";
 import { loadConfig } from "../src/config/load.js";
 import { createLogger } from "../src/shared/logger.js";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { cliPath, docker, mountsUnder, ourContainers, tempDir } from "./helpers.js";
 
 // Before any test: the built CLI exists and the sandbox image is built once (so tests running
 // in parallel do not race to build it). After all tests: no container of ours is left.
 export async function setup(): Promise<void> {
+  // Workers inherit this: all temporary directories of the run go under it (removed at teardown).
+  process.env.CODEBOX_TEST_TMP = mkdtempSync(join(tmpdir(), "codebox-tests-"));
   if (!existsSync(cliPath)) throw new Error("dist/cli.js is missing: run `npm run build` first (npm test does)");
   await docker.ping().catch((err: unknown) => {
     throw new Error(`The Docker engine is not reachable (${String(err)}). Run scripts/setup.sh as root first; the tests need a real engine.`);
@@ -22,6 +26,11 @@ export async function teardown(): Promise<void> {
   const leftMounts = mountsUnder(tmpdir()).filter((m) => m.includes("/codebox-"));
   const { execFileSync } = await import("node:child_process");
   for (const m of leftMounts) execFileSync("umount", ["-l", m]);
+  const root = process.env.CODEBOX_TEST_TMP;
+  if (root && root.startsWith(tmpdir())) {
+    for (const m of mountsUnder(root)) execFileSync("umount", ["-l", m]);
+    rmSync(root, { recursive: true, force: true });
+  }
   const left = await ourContainers(undefined, true);
   if (left.length > 0) {
     await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));

@@ -12,8 +12,9 @@ import { createLogger, type Logger } from "../src/shared/logger.js";
 export const repoRoot = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 export const cliPath = join(repoRoot, "dist", "cli.js");
 
+/** Every test's temporary directories live under one root per run, removed by the global teardown. */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(join(tmpdir(), `codebox-${prefix}-`));
+  return mkdtempSync(join(process.env.CODEBOX_TEST_TMP ?? tmpdir(), `codebox-${prefix}-`));
 }
 
 /** Mount points at or under `dir` (users' quota volumes), deepest first. */

@@ -104,12 +104,17 @@ export class CodeExecutor {
     return { name, ...this.config.sandbox.profiles[name], maxCodeBytes: this.config.sandbox.maxCodeBytes, maxOutputBytes: this.config.sandbox.maxOutputBytes };
   }
 
+  private spillDirReady = false;
+
   private spillPaths(runId: string) {
     const max = this.config.storage.spillMaxBytes;
     if (!this.deps.files || max === 0) return {};
     // Host-only: the sandbox never sees this directory.
     const dir = join(this.config.dataDir, "spill");
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!this.spillDirReady) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      this.spillDirReady = true;
+    }
     return { spill: { stdoutPath: join(dir, `${runId}.stdout`), stderrPath: join(dir, `${runId}.stderr`), maxBytes: max } };
   }
 

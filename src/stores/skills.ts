@@ -62,9 +62,15 @@ export class SkillStore {
     private readonly starterRoot = packagePath("skills"),
   ) {}
 
-  async starterNames(): Promise<string[]> {
-    const entries = await fs.readdir(this.starterRoot, { withFileTypes: true }).catch(() => []);
-    return entries.filter((e) => e.isDirectory() && SKILL_NAME.test(e.name)).map((e) => e.name).sort();
+  private starters: Promise<string[]> | undefined;
+
+  /** The package's starter skills; they ship with the package, so they are read once. */
+  starterNames(): Promise<string[]> {
+    this.starters ??= fs
+      .readdir(this.starterRoot, { withFileTypes: true })
+      .catch(() => [])
+      .then((entries) => entries.filter((e) => e.isDirectory() && SKILL_NAME.test(e.name)).map((e) => e.name).sort());
+    return this.starters;
   }
 
   /** Host directories of the starter skills, to mount read-only at /skills/<name>. */
