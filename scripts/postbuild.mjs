@@ -1,7 +1,7 @@
-// Bundles the sandbox runner (and its TypeScript stripper) into self-contained files, so the
+// Bundles the Node sandbox runner (and its TypeScript stripper) into self-contained files, so the
 // sandbox image needs nothing but Node itself: no node_modules, no package manager.
 import { build } from "esbuild";
-import { chmod } from "node:fs/promises";
+import { chmod, copyFile, mkdir, rm } from "node:fs/promises";
 
 const common = {
   bundle: true,
@@ -11,6 +11,13 @@ const common = {
   legalComments: "none",
   logLevel: "warning",
 };
-await build({ ...common, entryPoints: ["sandbox-image/runner.mjs"], outfile: "dist/sandbox-image/runner.mjs" });
-await build({ ...common, entryPoints: ["sandbox-image/hooks.mjs"], outfile: "dist/sandbox-image/hooks.mjs" });
+await build({ ...common, entryPoints: ["sandbox-image/node/runner.mjs"], outfile: "dist/sandbox-image/node/runner.mjs" });
+await build({ ...common, entryPoints: ["sandbox-image/node/hooks.mjs"], outfile: "dist/sandbox-image/node/hooks.mjs" });
+// Bun strips types itself and Python needs nothing: their runners are copied as they are.
+await mkdir("dist/sandbox-image/bun", { recursive: true });
+await mkdir("dist/sandbox-image/python", { recursive: true });
+await copyFile("sandbox-image/bun/runner.mjs", "dist/sandbox-image/bun/runner.mjs");
+await copyFile("sandbox-image/python/runner.py", "dist/sandbox-image/python/runner.py");
+await rm("dist/sandbox-image/runner.mjs", { force: true });
+await rm("dist/sandbox-image/hooks.mjs", { force: true });
 await chmod("dist/cli.js", 0o755).catch(() => {});

@@ -42,6 +42,11 @@ if is_root && have_apt; then
     say "installing docker.io (the Docker engine) from Debian's packages"
     apt_install docker.io || die "apt-get install docker.io failed"
   fi
+  # Debian's CPython: the offline Python sandbox image is assembled from these packages.
+  if ! dpkg -s python3-minimal libpython3-stdlib >/dev/null 2>&1; then
+    say "installing python3-minimal and libpython3-stdlib (CPython for the Python sandbox image)"
+    apt_install python3-minimal libpython3-stdlib || say "CPython could not be installed; the python runtime will not build offline"
+  fi
   if ! command -v runsc >/dev/null 2>&1; then
     say "installing runsc (gVisor) from Debian's packages"
     apt_install runsc || say "runsc could not be installed; continuing with runc only"

@@ -6,22 +6,25 @@ import type { Config } from "./config/schema.js";
 import { CodeboxError, errorMessage } from "./shared/errors.js";
 import { createLogger, type LogLevel } from "./shared/logger.js";
 import { packageVersion } from "./shared/paths.js";
+import { type Language, RUNTIMES, type RuntimeName } from "./sandbox/runtimes.js";
 
 // The server's modules (SDK, engine client, HTTP stack) load only for the commands that use
 // them: --help and --version answer at once.
 const loadApp = () => import("./app.js");
 
-const HELP = `codebox-mcp ${packageVersion()}: an MCP server that runs TypeScript/JavaScript in fresh, hardened Docker containers
+const HELP = `codebox-mcp ${packageVersion()}: an MCP server that runs TypeScript, JavaScript and Python in fresh, hardened Docker containers
 
 Usage:
   codebox-mcp [serve]                  serve MCP over stdio (what an editor's MCP config launches)
   codebox-mcp serve --http [--host <addr>] [--port <n>]
                                        serve MCP over Streamable HTTP for many users (API keys / OAuth)
-  codebox-mcp run <file> [--lang ts|js] [--timeout <ms>]
-  codebox-mcp run -e <code> [--lang ts|js] [--timeout <ms>]
+  codebox-mcp run <file> [--lang ts|js|py] [--bun] [--timeout <ms>]
+  codebox-mcp run -e <code> [--lang ts|js|py] [--bun] [--timeout <ms>]
                                        run once in a sandbox, print its output, exit with its exit code
+                                       (--bun: TypeScript/JavaScript on Bun instead of Node)
   codebox-mcp doctor                   check the engine, runtime, image, seccomp profile and data dir
-  codebox-mcp image build [--offline]  build the sandbox image (--offline: from this machine's Node, no registry)
+  codebox-mcp image build [node|bun|python|all] [--offline]
+                                       build the sandbox images (--offline: from this machine's files, no registry)
 
 Options:
   --config <file>       JSON config file (see docs/CONFIG.md)
@@ -43,6 +46,7 @@ const OPTIONS = {
   "log-level": { type: "string" },
   eval: { type: "string", short: "e" },
   lang: { type: "string" },
+  bun: { type: "boolean" },
   timeout: { type: "string" },
   offline: { type: "boolean" },
   http: { type: "boolean" },
@@ -60,11 +64,12 @@ function parseInteger(flag: string, value: string | undefined): number | undefin
   return Number(value);
 }
 
-function languageFor(lang: string | undefined, file: string | undefined): "typescript" | "javascript" {
-  const l = lang ?? (file && /\.(m?js|cjs)$/.test(file) ? "js" : "ts");
+function languageFor(lang: string | undefined, file: string | undefined): Language {
+  const l = lang ?? (file && /\.(m?js|cjs)$/.test(file) ? "js" : file && /\.py$/.test(file) ? "py" : "ts");
   if (l === "ts" || l === "typescript") return "typescript";
   if (l === "js" || l === "javascript") return "javascript";
-  throw new UsageError(`--lang takes ts or js, got "${l}"`);
+  if (l === "py" || l === "python") return "python";
+  throw new UsageError(`--lang takes ts, js or py, got "${l}"`);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -141,7 +146,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         const ac = new AbortController();
         process.once("SIGINT", () => ac.abort());
-        const r = await app.executor.execute({ userId: config.userId, code, language: languageFor(values.lang, file), timeoutMs: parseInteger("timeout", values.timeout), signal: ac.signal });
+        const r = await app.executor.execute({ userId: config.userId, code, language: languageFor(values.lang, file), runtime: values.bun ? "bun" : undefined, timeoutMs: parseInteger("timeout", values.timeout), signal: ac.signal });
         process.stdout.write(r.stdout);
         process.stderr.write(r.stderr);
         if (r.stdoutTruncated || r.stderrTruncated) logger.warn(`output cut at ${config.sandbox.maxOutputBytes} bytes per stream (stdout ${r.stdoutBytes} bytes, stderr ${r.stderrBytes} bytes in all)`);
@@ -167,13 +172,18 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case "image": {
-      if (rest[0] !== "build" || rest.length > 1) throw new UsageError('image takes one subcommand: "image build [--offline]"');
+      if (rest[0] !== "build" || rest.length > 2) throw new UsageError('image takes one subcommand: "image build [node|bun|python|all] [--offline]"');
+      const which = rest[1] ?? "all";
+      const runtimes: RuntimeName[] = which === "all" ? config.sandbox.runtimes : RUNTIMES.includes(which as RuntimeName) ? [which as RuntimeName] : [];
+      if (runtimes.length === 0) throw new UsageError(`image build takes node, bun, python or all, got "${which}"`);
       const { createApp } = await loadApp();
       const app = createApp(config, logger);
       try {
         await app.backend.engineInfo();
-        const { tag, method } = await app.backend.buildImage(values.offline ? true : undefined);
-        process.stdout.write(`built ${tag} (${method})\n`);
+        for (const runtime of runtimes) {
+          const { tag, method } = await app.backend.buildImage(runtime, values.offline ? true : undefined);
+          process.stdout.write(`built ${tag} (${runtime}, ${method})\n`);
+        }
         return 0;
       } finally {
         await app.close();

@@ -7,12 +7,15 @@ import { ConfigSchema, type Config } from "./schema.js";
 type Plain = Record<string, unknown>;
 
 /** Environment variables and the config key each one sets. docs/CONFIG.md lists the same. */
-export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" | "int" | "apiKeys" }> = [
+export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" | "int" | "apiKeys" | "list" }> = [
   { env: "CODEBOX_DATA_DIR", key: "dataDir", type: "string" },
   { env: "CODEBOX_LOG_LEVEL", key: "logLevel", type: "string" },
   { env: "CODEBOX_USER_ID", key: "userId", type: "string" },
   { env: "CODEBOX_DOCKER_HOST", key: "docker.host", type: "string" },
   { env: "CODEBOX_IMAGE", key: "sandbox.image", type: "string" },
+  { env: "CODEBOX_IMAGE_BUN", key: "sandbox.images.bun", type: "string" },
+  { env: "CODEBOX_IMAGE_PYTHON", key: "sandbox.images.python", type: "string" },
+  { env: "CODEBOX_RUNTIMES", key: "sandbox.runtimes", type: "list" },
   { env: "CODEBOX_RUNTIME", key: "sandbox.runtime", type: "string" },
   { env: "CODEBOX_PROFILE", key: "sandbox.profile", type: "string" },
   { env: "CODEBOX_SANDBOX_UID", key: "sandbox.uid", type: "int" },
@@ -110,7 +113,7 @@ export function loadConfig(sources: ConfigSources): Config {
   for (const { env, key, type } of ENV_KEYS) {
     const raw = sources.env[env];
     if (raw === undefined || raw === "") continue;
-    setPath(fromEnv, key, type === "int" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : type === "apiKeys" ? parseApiKeys(raw) : raw);
+    setPath(fromEnv, key, type === "int" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : type === "apiKeys" ? parseApiKeys(raw) : type === "list" ? raw.split(",").map((v) => v.trim()).filter(Boolean) : raw);
   }
   merged = deepMerge(merged, fromEnv);
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { RUNTIMES } from "../sandbox/runtimes.js";
 
 // The one schema for every setting. docs/CONFIG.md documents each key; keep them in step
 // (a unit test checks that every key below appears there).
@@ -64,6 +65,20 @@ export const ConfigSchema = z
     sandbox: z
       .object({
         image: z.string().min(1).optional(),
+        /** Images for the other language runtimes (sandbox.image is Node's). */
+        images: z
+          .object({
+            bun: z.string().min(1).optional(),
+            python: z.string().min(1).optional(),
+          })
+          .strict()
+          .prefault({}),
+        /** Language runtimes execute_code offers; each has its own image, built on first use. */
+        runtimes: z
+          .array(z.enum(RUNTIMES))
+          .min(1, "list at least one runtime: node, bun, python")
+          .default([...RUNTIMES])
+          .transform((l) => [...new Set(l)]),
         runtime: z.enum(["runc", "runsc"]).default("runc"),
         profile: z.enum(PROFILE_NAMES).default("standard"),
         profiles: z

@@ -1,9 +1,9 @@
 // The sandbox backend interface: everything the rest of the server knows about running code.
 // The Docker adapter lives beside it in docker/; nothing outside sandbox/docker imports dockerode.
 import type { ResourceProfile } from "../config/schema.js";
+import type { Language, RuntimeName } from "./runtimes.js";
 
-export const LANGUAGES = ["typescript", "javascript"] as const;
-export type Language = (typeof LANGUAGES)[number];
+export { LANGUAGES, type Language, type RuntimeName } from "./runtimes.js";
 
 export interface ExtraMount {
   source: string;
@@ -15,6 +15,8 @@ export interface RunRequest {
   runId: string;
   userId: string;
   language: Language;
+  /** Which runtime's image and runner (node, bun, python). */
+  runtime: RuntimeName;
   code: string;
   /** Wall-clock limit from container start; the container is killed when it passes. */
   timeoutMs: number;
@@ -74,13 +76,13 @@ export interface EngineInfo {
 }
 
 /** What a container needs before its code is known (the warm pool creates it ahead of time). */
-export type PrepareRequest = Pick<RunRequest, "runId" | "userId" | "profile" | "mounts" | "extraMounts" | "network" | "timeoutMs"> & {
+export type PrepareRequest = Pick<RunRequest, "runId" | "userId" | "runtime" | "profile" | "mounts" | "extraMounts" | "network" | "timeoutMs"> & {
   /** How long it may wait for its run (written into its expiry label). */
   idleMs?: number;
 };
 
 /** What a run hands to a prepared container. */
-export type RunInput = Omit<RunRequest, "profile" | "mounts" | "extraMounts" | "network">;
+export type RunInput = Omit<RunRequest, "runtime" | "profile" | "mounts" | "extraMounts" | "network">;
 
 /** A started container whose runner waits for its code. Used once, then destroyed. */
 export interface PreparedSandbox {
@@ -102,9 +104,9 @@ export interface SandboxBackend {
   discard(prepared: PreparedSandbox): Promise<void>;
   /** Throws EngineUnavailableError when the engine cannot be reached. */
   engineInfo(): Promise<EngineInfo>;
-  /** Makes sure the sandbox image exists (building it if needed); returns its tag. */
-  ensureImage(): Promise<string>;
-  imageExists(): Promise<boolean>;
+  /** Makes sure a runtime's sandbox image exists (building it if needed); returns its tag. */
+  ensureImage(runtime?: RuntimeName): Promise<string>;
+  imageExists(runtime?: RuntimeName): Promise<boolean>;
   /** Removes containers left behind by servers that died; returns how many. */
   reapOrphans(): Promise<number>;
   /** Kills and removes every container this server started. */

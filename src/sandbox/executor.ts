@@ -12,6 +12,7 @@ import type { SkillStore } from "../stores/skills.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import type { Language, PreparedSandbox, RunResult, SandboxBackend } from "./backend.js";
+import { type RuntimeName, runtimeFor } from "./runtimes.js";
 import { type WarmEntry, WarmPool } from "./pool.js";
 import { BusyError, RunLimiter } from "./limits.js";
 
@@ -19,6 +20,8 @@ export interface ExecuteRequest {
   userId: string;
   code: string;
   language: Language;
+  /** node (default) or bun for TypeScript/JavaScript; Python always runs on python. */
+  runtime?: RuntimeName | undefined;
   timeoutMs?: number | undefined;
   profile?: ProfileName | undefined;
   signal?: AbortSignal | undefined;
@@ -37,6 +40,11 @@ export interface ExecutorDeps {
   skills?: SkillStore | undefined;
   /** Where a run's full output goes when it passes the cap (a resource_link to it). */
   files?: UserFiles | undefined;
+}
+
+/** Warm containers are per user, profile and runtime: mounts and image are fixed at creation. */
+function poolKey(userId: string, profile: ProfileName, runtime: RuntimeName): string {
+  return `${userId}|${profile}|${runtime}`;
 }
 
 function outcomeOf(r: RunResult): RunOutcome {
@@ -65,10 +73,10 @@ export class CodeExecutor {
   }
 
   /** Starts warm containers for a user ahead of their first run (stdio: the local user). */
-  prewarm(userId: string): void {
-    if (!this.accepting) return;
+  prewarm(userId: string, runtime: RuntimeName = "node"): void {
+    if (!this.accepting || !this.config.sandbox.runtimes.includes(runtime)) return;
     const name = this.config.sandbox.profile;
-    this.pool.refill(`${userId}|${name}`, () => this.prepareEntry(userId, name, `warm-${randomUUID()}`, this.config.sandbox.profiles[name].timeoutMs, this.config.sandbox.pool.idleMs));
+    this.pool.refill(poolKey(userId, name, runtime), () => this.prepareEntry(userId, name, runtime, `warm-${randomUUID()}`, this.config.sandbox.profiles[name].timeoutMs, this.config.sandbox.pool.idleMs));
   }
 
   async close(): Promise<void> {
@@ -77,7 +85,7 @@ export class CodeExecutor {
   }
 
   /** A started container for `userId` with their mounts and its own bridge socket, waiting for code. */
-  private async prepareEntry(userId: string, profileName: ProfileName, id: string, timeoutMs: number, idleMs: number): Promise<WarmEntry> {
+  private async prepareEntry(userId: string, profileName: ProfileName, runtime: RuntimeName, id: string, timeoutMs: number, idleMs: number): Promise<WarmEntry> {
     const generation = this.deps.bridge?.generation ?? 0;
     const mounts = await this.deps.dirs.ensure(userId);
     const slot = await this.deps.bridge?.openSlot(userId);
@@ -85,6 +93,7 @@ export class CodeExecutor {
       const prepared = await this.deps.backend.prepare({
         runId: id,
         userId,
+        runtime,
         profile: this.limits(profileName),
         timeoutMs,
         idleMs,
@@ -92,7 +101,7 @@ export class CodeExecutor {
         extraMounts: [...(slot?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
         ...(slot?.network ? { network: slot.network } : {}),
       });
-      return { key: `${userId}|${profileName}`, prepared, slot, generation, expiresAt: Date.now() + (idleMs || timeoutMs) };
+      return { key: poolKey(userId, profileName, runtime), prepared, slot, generation, expiresAt: Date.now() + (idleMs || timeoutMs) };
     } catch (err) {
       await slot?.close();
       throw err;
@@ -147,6 +156,7 @@ export class CodeExecutor {
     if (req.timeoutMs !== undefined && req.timeoutMs > limits.timeoutMs) {
       throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
     }
+    const runtime = runtimeFor(req.language, req.runtime, this.config.sandbox.runtimes);
     if (!this.accepting) throw new BusyError("it is shutting down and takes no new runs");
     const release = await this.limiter.acquire(req.userId, req.signal);
     const runId = randomUUID();
@@ -158,13 +168,14 @@ export class CodeExecutor {
       codeSha256: createHash("sha256").update(req.code).digest("hex"),
       language: req.language,
       runtime: this.config.sandbox.runtime,
+      interpreter: runtime,
     };
     let bridge: BridgeSlot | undefined;
-    const key = `${req.userId}|${limits.name}`;
+    const key = poolKey(req.userId, limits.name, runtime);
     try {
       const mounts = await this.deps.dirs.ensure(req.userId);
       await this.deps.dirs.volumes?.check([mounts.workspace, mounts.skills]);
-      this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, codeBytes: bytes });
+      this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, runtime, codeBytes: bytes });
       // A warm container of this user and profile if there is one; otherwise start one now.
       const warm = this.pool.take(key, this.deps.bridge?.generation ?? 0);
       let prepared: PreparedSandbox;
@@ -173,7 +184,7 @@ export class CodeExecutor {
         prepared.warm = true;
         bridge = warm.slot;
       } else {
-        const entry = await this.prepareEntry(req.userId, limits.name, runId, timeoutMs, 0);
+        const entry = await this.prepareEntry(req.userId, limits.name, runtime, runId, timeoutMs, 0);
         prepared = entry.prepared;
         bridge = entry.slot;
       }
@@ -209,7 +220,7 @@ export class CodeExecutor {
       // Security: the token dies and the socket disappears the moment the run ends.
       await bridge?.close();
       release();
-      if (this.accepting) this.pool.refill(key, () => this.prepareEntry(req.userId, limits.name, `warm-${randomUUID()}`, limits.timeoutMs, this.config.sandbox.pool.idleMs));
+      if (this.accepting) this.pool.refill(key, () => this.prepareEntry(req.userId, limits.name, runtime, `warm-${randomUUID()}`, limits.timeoutMs, this.config.sandbox.pool.idleMs));
       const spill = this.spillPaths(runId).spill;
       if (spill) await Promise.all([fs.rm(spill.stdoutPath, { force: true }), fs.rm(spill.stderrPath, { force: true })]);
     }

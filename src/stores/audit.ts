@@ -9,7 +9,10 @@ export type AuditRecord =
       runId: string;
       codeSha256: string;
       language: string;
+      /** The OCI runtime (runc, runsc). */
       runtime: string;
+      /** The language runtime (node, bun, python). */
+      interpreter: string;
       durationMs: number;
       exitCode: number | null;
       timedOut: boolean;

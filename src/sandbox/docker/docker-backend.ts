@@ -9,6 +9,7 @@ import { packagePath } from "../../shared/paths.js";
 import { Writable, type Duplex as DuplexStream } from "node:stream";
 import type { EngineInfo, PreparedSandbox, PrepareRequest, RunInput, RunRequest, RunResult, SandboxBackend } from "../backend.js";
 import { CappedOutput } from "../output.js";
+import { RUNTIME_SPECS, type RuntimeName } from "../runtimes.js";
 import { createDockerClient, engineStatus, toEngineError } from "./engine.js";
 import { containerSpec } from "./host-config.js";
 import { buildImage, defaultImageTag } from "./image-builder.js";
@@ -162,8 +163,8 @@ export class DockerSandboxBackend implements SandboxBackend {
   readonly instance: ServerInstance;
   private readonly config: Config;
   private readonly logger: Logger;
-  private readonly imageTag: string;
-  private imageReady: Promise<string> | undefined;
+  private readonly imageTags: Record<RuntimeName, string>;
+  private readonly imageReady = new Map<RuntimeName, Promise<string>>();
   private seccompJson: string | undefined;
   private readonly live = new Set<string>();
   private readonly pendingRemovals = new Set<Promise<void>>();
@@ -179,11 +180,26 @@ export class DockerSandboxBackend implements SandboxBackend {
     this.logger = options.logger;
     this.docker = options.docker ?? createDockerClient(options.config.docker);
     this.instance = options.instance ?? currentInstance();
-    this.imageTag = options.config.sandbox.image ?? defaultImageTag();
+    const s = options.config.sandbox;
+    this.imageTags = {
+      node: s.image ?? defaultImageTag("node"),
+      bun: s.images.bun ?? defaultImageTag("bun"),
+      python: s.images.python ?? defaultImageTag("python"),
+    };
   }
 
+  /** Node's image (the default runtime). */
   get image(): string {
-    return this.imageTag;
+    return this.imageTags.node;
+  }
+
+  imageFor(runtime: RuntimeName): string {
+    return this.imageTags[runtime];
+  }
+
+  private configuredImage(runtime: RuntimeName): string | undefined {
+    const s = this.config.sandbox;
+    return runtime === "node" ? s.image : s.images[runtime];
   }
 
   /** The seccomp profile as JSON text, parsed once to fail early on a broken file. */
@@ -217,9 +233,9 @@ export class DockerSandboxBackend implements SandboxBackend {
     }
   }
 
-  async imageExists(): Promise<boolean> {
+  async imageExists(runtime: RuntimeName = "node"): Promise<boolean> {
     try {
-      await this.docker.getImage(this.imageTag).inspect();
+      await this.docker.getImage(this.imageTags[runtime]).inspect();
       return true;
     } catch (err) {
       if (engineStatus(err) === 404) return false;
@@ -227,28 +243,33 @@ export class DockerSandboxBackend implements SandboxBackend {
     }
   }
 
-  /** Builds the image once if it is missing; concurrent callers share one build. */
-  ensureImage(): Promise<string> {
-    this.imageReady ??= (async () => {
-      if (await this.imageExists()) return this.imageTag;
-      if (this.config.sandbox.image) {
-        throw new ImageBuildError(`the configured image ${this.imageTag} does not exist on the engine; build it or unset sandbox.image`);
-      }
-      // warn, not info: the one line that explains why this first call takes a while.
-      this.logger.warn(`sandbox image ${this.imageTag} not found; building it now (once, about a minute)`);
-      const { method } = await buildImage(this.docker, { tag: this.imageTag, logger: this.logger });
-      this.logger.info(`sandbox image ${this.imageTag} built (${method})`);
-      return this.imageTag;
-    })().catch((err: unknown) => {
-      this.imageReady = undefined; // let the next run try again (e.g. once the engine is back)
-      throw toEngineError(err);
-    });
-    return this.imageReady;
+  /** Builds a runtime's image once if it is missing; concurrent callers share one build. */
+  ensureImage(runtime: RuntimeName = "node"): Promise<string> {
+    let ready = this.imageReady.get(runtime);
+    if (!ready) {
+      const tag = this.imageTags[runtime];
+      ready = (async () => {
+        if (await this.imageExists(runtime)) return tag;
+        if (this.configuredImage(runtime)) {
+          throw new ImageBuildError(`the configured ${runtime} image ${tag} does not exist on the engine; build it or unset ${runtime === "node" ? "sandbox.image" : `sandbox.images.${runtime}`}`);
+        }
+        // warn, not info: the one line that explains why this first call takes a while.
+        this.logger.warn(`sandbox image ${tag} not found; building it now (once, up to a minute)`);
+        const { method } = await buildImage(this.docker, { runtime, tag, logger: this.logger });
+        this.logger.info(`sandbox image ${tag} built (${method})`);
+        return tag;
+      })().catch((err: unknown) => {
+        this.imageReady.delete(runtime); // let the next run try again (e.g. once the engine is back)
+        throw toEngineError(err);
+      });
+      this.imageReady.set(runtime, ready);
+    }
+    return ready;
   }
 
-  async buildImage(offline: boolean | undefined): Promise<{ tag: string; method: string }> {
+  async buildImage(runtime: RuntimeName, offline: boolean | undefined): Promise<{ tag: string; method: string }> {
     try {
-      return await buildImage(this.docker, { tag: this.imageTag, offline, logger: this.logger });
+      return await buildImage(this.docker, { runtime, tag: this.imageTags[runtime], offline, logger: this.logger });
     } catch (err) {
       throw toEngineError(err);
     }
@@ -281,7 +302,7 @@ export class DockerSandboxBackend implements SandboxBackend {
    */
   async prepare(spec: PrepareRequest): Promise<PreparedSandbox> {
     try {
-      await this.ensureImage();
+      await this.ensureImage(spec.runtime);
       await this.checkRuntime();
       return await this.createAndStart(spec);
     } catch (err) {
@@ -299,7 +320,8 @@ export class DockerSandboxBackend implements SandboxBackend {
       // Idle warm containers are named codebox-warm-*, renamed codebox-run-<run> when handed a run.
       name: `${spec.idleMs ? "codebox-warm" : "codebox-run"}-${spec.runId}`,
       ...containerSpec({
-        image: this.imageTag,
+        image: this.imageTags[spec.runtime],
+        runtimeSpec: RUNTIME_SPECS[spec.runtime],
         uid: this.uid(),
         labels: containerLabels(this.instance, spec.runId, spec.userId, Date.now() + lifetimeMs + EXPIRY_MARGIN_MS),
         profile: spec.profile,

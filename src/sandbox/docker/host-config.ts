@@ -1,6 +1,7 @@
 import type { ContainerCreateOptions, HostConfig } from "dockerode";
 import type { ResourceProfile } from "../../config/schema.js";
 import type { ExtraMount } from "../backend.js";
+import type { RuntimeSpec } from "../runtimes.js";
 
 export interface HardeningOptions {
   profile: ResourceProfile;
@@ -79,6 +80,8 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
 
 export interface ContainerSpecOptions extends HardeningOptions {
   image: string;
+  /** The language runtime: its runner is PID 1. */
+  runtimeSpec: Pick<RuntimeSpec, "command" | "env" | "path">;
   uid: number;
   labels: Record<string, string>;
 }
@@ -86,15 +89,13 @@ export interface ContainerSpecOptions extends HardeningOptions {
 export function containerSpec(o: ContainerSpecOptions): ContainerCreateOptions {
   return {
     Image: o.image,
-    // V8 may grow its heap to the whole memory limit, so running out of memory ends in the
-    // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
-    Cmd: ["/usr/local/bin/node", `--max-old-space-size=${o.profile.memoryMiB}`, "/opt/codebox/runner.mjs"],
+    Cmd: o.runtimeSpec.command(o.profile.memoryMiB),
     User: `${o.uid}:${o.uid}`,
     // A fixed name instead of the container id.
     Hostname: "codebox",
     WorkingDir: "/workspace",
     // Security: only these variables; nothing from the host's environment.
-    Env: ["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"],
+    Env: ["HOME=/tmp", "TMPDIR=/tmp", `PATH=${o.runtimeSpec.path}`, ...o.runtimeSpec.env],
     Labels: o.labels,
     AttachStdin: true,
     AttachStdout: true,

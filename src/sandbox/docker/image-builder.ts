@@ -1,53 +1,50 @@
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, readFileSync, realpathSync, statSync } from "node:fs";
+import { createReadStream, lstatSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
 import { Readable } from "node:stream";
-import { promisify } from "node:util";
 import type Docker from "dockerode";
 import { pack, type Pack } from "tar-stream";
 import { ImageBuildError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { packagePath, packageVersion } from "../../shared/paths.js";
+import { BUN_VERSION, RUNTIME_SPECS, type RuntimeName } from "../runtimes.js";
+import { Staging, stageRuntime } from "./rootfs.js";
 
-const execFileP = promisify(execFile);
+/** Bump when an image's layout changes in a way the runner files do not show. */
+const IMAGE_RECIPE = "3";
 
-/** The base image of Dockerfile.sandbox, for users whose engine reaches a registry. */
-export const REGISTRY_BASE_IMAGE = "node:22-alpine";
-/** uid/gid of the sandbox user baked into the image (the container's User is set per run). */
-export const SANDBOX_IMAGE_UID = 10001;
-
-const RUNNER_FILES = ["runner.mjs", "hooks.mjs"] as const;
-/** Bump when the image's layout changes in a way the runner files do not show. */
-const IMAGE_RECIPE = "2";
-
-function runnerDir(): string {
-  return packagePath("dist", "sandbox-image");
+function runnerDir(runtime: RuntimeName): string {
+  return packagePath("dist", "sandbox-image", runtime);
 }
 
-function readRunnerFiles(): Map<string, Buffer> {
+function readRunnerFiles(runtime: RuntimeName): Map<string, Buffer> {
   const files = new Map<string, Buffer>();
-  for (const name of RUNNER_FILES) {
+  for (const name of RUNTIME_SPECS[runtime].runnerFiles) {
     try {
-      files.set(name, readFileSync(`${runnerDir()}/${name}`));
+      files.set(name, readFileSync(`${runnerDir(runtime)}/${name}`));
     } catch (err) {
-      throw new ImageBuildError(`the bundled runner ${runnerDir()}/${name} is missing (run \`npm run build\`)`, err);
+      throw new ImageBuildError(`the bundled runner ${runnerDir(runtime)}/${name} is missing (run \`npm run build\`)`, err);
     }
   }
   return files;
 }
 
 /**
- * The default image tag: changes whenever the runner or the Node version inside would, so an
- * upgrade never runs against a stale image.
+ * A runtime's default image tag: changes whenever its runner, the recipe or the runtime inside
+ * would (Node: this machine's version; Bun: the pinned version), so an upgrade never runs
+ * against a stale image.
  */
-export function defaultImageTag(): string {
+export function defaultImageTag(runtime: RuntimeName = "node"): string {
   const hash = createHash("sha256");
-  for (const [name, body] of readRunnerFiles()) hash.update(name).update(body);
-  hash.update(process.version).update(IMAGE_RECIPE);
-  return `codebox-mcp-sandbox:${packageVersion()}-${hash.digest("hex").slice(0, 12)}`;
+  for (const [name, body] of readRunnerFiles(runtime)) hash.update(name).update(body);
+  hash.update(IMAGE_RECIPE).update(runtime);
+  if (runtime === "node") hash.update(process.version);
+  if (runtime === "bun") hash.update(BUN_VERSION);
+  return `${RUNTIME_SPECS[runtime].repository}:${packageVersion()}-${hash.digest("hex").slice(0, 12)}`;
 }
 
 export interface BuildOptions {
+  runtime: RuntimeName;
   tag: string;
   /** true: never try a registry; false: never fall back; undefined: registry first, offline if it cannot be pulled. */
   offline?: boolean | undefined;
@@ -55,17 +52,26 @@ export interface BuildOptions {
 }
 
 export async function buildImage(docker: Docker, options: BuildOptions): Promise<{ tag: string; method: "registry" | "offline" }> {
+  const spec = RUNTIME_SPECS[options.runtime];
   if (options.offline !== true) {
-    const pulled = await tryPull(docker, REGISTRY_BASE_IMAGE, options.logger);
+    let pulled = true;
+    for (const base of spec.registryBases) pulled = pulled && (await tryPull(docker, base, options.logger));
     if (pulled) {
-      await runBuild(docker, registryContext(), options.tag, "Dockerfile.sandbox");
+      await runBuild(docker, registryContext(options.runtime), options.tag, spec.dockerfile, options.runtime);
       return { tag: options.tag, method: "registry" };
     }
-    if (options.offline === false) throw new ImageBuildError(`the base image ${REGISTRY_BASE_IMAGE} cannot be pulled`);
-    options.logger.info(`no registry reachable for ${REGISTRY_BASE_IMAGE}; assembling the sandbox image offline from this machine's Node`);
+    if (options.offline === false) throw new ImageBuildError(`the base images ${spec.registryBases.join(", ")} cannot be pulled`);
+    options.logger.info(`no registry reachable for ${spec.registryBases.join(", ")}; assembling the ${spec.title} sandbox image offline`);
   }
-  const context = await offlineContext();
-  await runBuild(docker, context, options.tag, "Dockerfile");
+  const staging = await Staging.create();
+  try {
+    await stageRuntime(options.runtime, staging, options.logger);
+    for (const [name, body] of readRunnerFiles(options.runtime)) await staging.write(`/opt/codebox/${name}`, body);
+    await staging.dockerfile(options.runtime);
+    await runBuild(docker, await directoryContext(staging), options.tag, "Dockerfile", options.runtime);
+  } finally {
+    await staging.remove();
+  }
   return { tag: options.tag, method: "offline" };
 }
 
@@ -99,10 +105,10 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-async function runBuild(docker: Docker, context: Pack, tag: string, dockerfile: string): Promise<void> {
+async function runBuild(docker: Docker, context: Pack, tag: string, dockerfile: string, runtime: RuntimeName): Promise<void> {
   let stream: NodeJS.ReadableStream;
   try {
-    stream = await docker.buildImage(Readable.from(context), { t: tag, dockerfile, rm: true, forcerm: true, labels: { "dev.codebox-mcp.image": "sandbox" } });
+    stream = await docker.buildImage(Readable.from(context), { t: tag, dockerfile, rm: true, forcerm: true, labels: { "dev.codebox-mcp.image": "sandbox", "dev.codebox-mcp.runtime": runtime } });
   } catch (err) {
     throw new ImageBuildError((err as Error).message, err);
   }
@@ -124,83 +130,33 @@ async function runBuild(docker: Docker, context: Pack, tag: string, dockerfile: 
   });
 }
 
-function addFile(tar: Pack, name: string, body: Buffer | string, mode = 0o644): void {
-  tar.entry({ name, mode, uid: 0, gid: 0 }, body);
-}
-
-function addDir(tar: Pack, name: string, mode = 0o755): void {
-  tar.entry({ name, type: "directory", mode, uid: 0, gid: 0 });
-}
-
-function registryContext(): Pack {
+function registryContext(runtime: RuntimeName): Pack {
+  const spec = RUNTIME_SPECS[runtime];
   const tar = pack();
-  addFile(tar, "Dockerfile.sandbox", readFileSync(packagePath("Dockerfile.sandbox")));
-  for (const [name, body] of readRunnerFiles()) addFile(tar, `dist/sandbox-image/${name}`, body);
+  tar.entry({ name: spec.dockerfile, mode: 0o644 }, readFileSync(packagePath(spec.dockerfile)));
+  for (const [name, body] of readRunnerFiles(runtime)) tar.entry({ name: `dist/sandbox-image/${runtime}/${name}`, mode: 0o644 }, body);
   tar.finalize();
   return tar;
 }
 
-/** Shared libraries the Node binary loads, as `ldd` lists them (the loader included). */
-export async function sharedLibraries(binary: string): Promise<string[]> {
-  let stdout: string;
-  try {
-    ({ stdout } = await execFileP("ldd", [binary]));
-  } catch (err) {
-    const text = `${(err as { stdout?: string }).stdout ?? ""}${(err as { stderr?: string }).stderr ?? ""}`;
-    if (/not a dynamic executable|statically linked/.test(text)) return [];
-    throw new ImageBuildError(`cannot list the shared libraries of ${binary} with ldd (install libc-bin)`, err);
-  }
-  const libs = new Set<string>();
-  for (const line of stdout.split("\n")) {
-    const m = /=>\s+(\/\S+)\s+\(/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
-    if (m?.[1]) libs.add(m[1]);
-  }
-  return [...libs];
-}
-
-/**
- * A FROM-scratch build context: this machine's Node binary, the libraries it links, the runner
- * and a passwd entry. No registry, no shell, no package manager in the result.
- */
-async function offlineContext(): Promise<Pack> {
-  const node = realpathSync(process.execPath);
-  const libs = await sharedLibraries(node);
-  const runner = readRunnerFiles();
+/** The staging directory as a tar stream, owned by root, files streamed one after another. */
+async function directoryContext(staging: Staging): Promise<Pack> {
+  const entries = await staging.entries();
   const tar = pack();
-  const dockerfile = [
-    "FROM scratch",
-    "COPY rootfs/ /",
-    `USER ${SANDBOX_IMAGE_UID}:${SANDBOX_IMAGE_UID}`,
-    "WORKDIR /workspace",
-    "ENV HOME=/tmp TMPDIR=/tmp PATH=/usr/local/bin",
-    'CMD ["/usr/local/bin/node", "/opt/codebox/runner.mjs"]',
-    "",
-  ].join("\n");
-  addFile(tar, "Dockerfile", dockerfile);
-  const dirs = new Set<string>(["rootfs/etc", "rootfs/opt/codebox", "rootfs/usr/local/bin", "rootfs/workspace", "rootfs/skills", "rootfs/servers", "rootfs/run", "rootfs/run/codebox"]);
-  for (const lib of libs) {
-    const parts = lib.split("/").slice(1, -1);
-    for (let i = 1; i <= parts.length; i++) dirs.add(`rootfs/${parts.slice(0, i).join("/")}`);
-  }
-  for (const dir of [...dirs].sort()) addDir(tar, dir);
-  addDir(tar, "rootfs/tmp", 0o1777);
-  addFile(tar, "rootfs/etc/passwd", `root:x:0:0:root:/nonexistent:/sbin/nologin\nsandbox:x:${SANDBOX_IMAGE_UID}:${SANDBOX_IMAGE_UID}:sandbox:/tmp:/sbin/nologin\n`);
-  addFile(tar, "rootfs/etc/group", `root:x:0:\nsandbox:x:${SANDBOX_IMAGE_UID}:\n`);
-  for (const [name, body] of runner) addFile(tar, `rootfs/opt/codebox/${name}`, body);
-
-  const binaries: Array<{ from: string; to: string; mode: number }> = [
-    { from: node, to: "rootfs/usr/local/bin/node", mode: 0o755 },
-    ...libs.map((lib) => ({ from: realpathSync(lib), to: `rootfs${lib}`, mode: 0o755 })),
-  ];
-  // Stream the large files one after another (tar-stream takes one entry at a time).
   void (async () => {
     try {
-      for (const b of binaries) {
-        const size = statSync(b.from).size;
-        await new Promise<void>((resolve, reject) => {
-          const entry = tar.entry({ name: b.to, mode: b.mode, size, uid: 0, gid: 0 }, (err) => (err ? reject(err) : resolve()));
-          createReadStream(b.from).on("error", reject).pipe(entry);
-        });
+      for (const rel of entries) {
+        const full = join(staging.dir, rel);
+        const st = lstatSync(full);
+        const base = { name: rel, mode: st.mode & 0o7777, uid: 0, gid: 0 };
+        if (st.isDirectory()) tar.entry({ ...base, type: "directory" });
+        else if (st.isSymbolicLink()) tar.entry({ ...base, type: "symlink", linkname: readlinkSync(full) });
+        else {
+          await new Promise<void>((resolve, reject) => {
+            const entry = tar.entry({ ...base, size: st.size }, (err) => (err ? reject(err) : resolve()));
+            createReadStream(full).on("error", reject).pipe(entry);
+          });
+        }
       }
       tar.finalize();
     } catch (err) {

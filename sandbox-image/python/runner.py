@@ -1,0 +1,116 @@
+# codebox runner for Python: PID 1 inside every Python sandbox container.
+#
+# The same contract as the Node runner (sandbox-image/node/runner.mjs): boot before any code is
+# known, read exactly one JSON line from stdin ({code, env, done}), run the code as __main__ with
+# /workspace as its directory, print nothing of its own on stdout, and end with the completion
+# line on stdout and stderr once everything the code printed has been written.
+import atexit
+import json
+import linecache
+import os
+import sys
+import traceback
+import types
+
+MAIN_PATH = "/workspace/__codebox_main__.py"
+RUNNER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def fail(message):
+    os.write(2, f"codebox runner: {message}\n".encode())
+    os._exit(70)  # EX_SOFTWARE: the runner itself failed, not the user's code
+
+
+def read_payload():
+    line = sys.stdin.buffer.readline()
+    if not line.endswith(b"\n"):
+        fail("could not read the code to run: stdin closed before a payload arrived")
+    try:
+        payload = json.loads(line)
+    except ValueError as err:
+        fail(f"could not read the code to run: {err}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("code"), str):
+        fail("payload has no code")
+    return payload
+
+
+def exit_status(err):
+    """The exit code Python itself would use for a SystemExit."""
+    code = err.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def print_error(err):
+    """Prints an uncaught exception like Python does, without the runner's own frames."""
+    te = traceback.TracebackException.from_exception(err)
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not f.filename.startswith(RUNNER_DIR + "/")])
+    sys.stderr.write("".join(te.format()))
+
+
+def main():
+    payload = read_payload()
+    # Nothing else arrives on stdin: input() gets EOF, as in a script run without a terminal.
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    for key, value in (payload.get("env") or {}).items():
+        if isinstance(key, str) and isinstance(value, str):
+            os.environ[key] = value
+
+    # Output reaches the caller line by line while the code runs (progress notifications).
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+
+    state = {"status": 0}
+    done = payload.get("done")
+    if isinstance(done, str):
+        def trailer():
+            # atexit runs after non-daemon threads have finished and after handlers the code
+            # registered itself (they were registered later): nothing the code prints follows it.
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except Exception:
+                pass
+            line = f"\0CODEBOX-DONE:{done}:{state['status']}\n".encode()
+            for fd in (1, 2):
+                try:
+                    os.write(fd, line)
+                except OSError:
+                    pass
+        atexit.register(trailer)
+
+    # Imports: the code's own files in /workspace first, then the standard library, then
+    # `servers.<server>.<tool>` (the generated bridge) and `skills.<name>` from the root.
+    sys.path[0] = "/workspace"
+    sys.path.append("/")
+
+    source = payload["code"]
+    # Tracebacks show the code's own lines, as they would for a file.
+    linecache.cache[MAIN_PATH] = (len(source), None, source.splitlines(True), MAIN_PATH)
+    main_module = types.ModuleType("__main__")
+    main_module.__file__ = MAIN_PATH
+    main_module.__builtins__ = __builtins__
+    sys.modules["__main__"] = main_module
+    try:
+        import ast
+        # Top-level await is allowed (as in a notebook): such code runs on an asyncio loop.
+        code = compile(source, MAIN_PATH, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        result = eval(code, main_module.__dict__)
+        if result is not None and hasattr(result, "__await__"):
+            import asyncio
+            asyncio.run(result)
+    except SystemExit as err:
+        state["status"] = exit_status(err)
+    except BaseException as err:  # noqa: BLE001 - everything the code raises is reported
+        print_error(err)
+        state["status"] = 1
+    sys.exit(state["status"])
+
+
+main()

@@ -1,0 +1,257 @@
+// Offline image assembly: a FROM-scratch root filesystem made of this machine's own files (Node's
+// binary, Debian's CPython packages) or a pinned npm package (Bun), plus the runner and the
+// libraries each binary links. No registry, no shell, no package manager in the result.
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream, promises as fs, readFileSync, realpathSync } from "node:fs";
+import { arch, tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { promisify } from "node:util";
+import { createGunzip } from "node:zlib";
+import { extract } from "tar-stream";
+import { ImageBuildError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logger.js";
+import { BUN_VERSION, RUNTIME_SPECS, type RuntimeName } from "../runtimes.js";
+
+const execFileP = promisify(execFile);
+
+/** uid/gid of the sandbox user baked into every image (the container's User is set per run). */
+export const SANDBOX_IMAGE_UID = 10001;
+
+/**
+ * Bun's npm packages at BUN_VERSION, by the registry's sha512 integrity. A tarball that does not
+ * match is refused: the binary runs agents' code, so it is pinned like a lockfile would pin it.
+ */
+export const BUN_PACKAGES: Record<string, { name: string; integrity: string }> = {
+  "x64": { name: "@oven/bun-linux-x64", integrity: "sha512-IWX9BELoGHAUtMonkeSaNaZwXzRk+oDw6Mk+HBFXd3KHYIBNBsIGRupMZPcgNoDbJpLu6gAJjIoIVPZtt1aJ1g==" },
+  // CPUs without AVX2 need the baseline build (the default one dies with SIGILL).
+  "x64-baseline": { name: "@oven/bun-linux-x64-baseline", integrity: "sha512-s8yMwYcFnnrA178gji0gZbkE2WVDej/Ti1x770oPfihxyRxSMNhGhiAQNXV53aDeraZxksdvKV/RAdQBCd0qPA==" },
+  "arm64": { name: "@oven/bun-linux-aarch64", integrity: "sha512-4BXmsSKnjOrlGWqZV4x/oWa7AVoR+B6lCXddMzOAXBIm3t50eslg9wb66gmtW1AamEQ1l1CDvmmruysEhqOWMg==" },
+};
+
+/** Which Bun build this machine needs. */
+export function bunVariant(): string {
+  if (arch() === "arm64") return "arm64";
+  if (arch() !== "x64") throw new ImageBuildError(`Bun has no Linux build for ${arch()}; turn the bun runtime off (sandbox.runtimes)`);
+  let cpuinfo = "";
+  try {
+    cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    // not Linux: take the build that runs everywhere
+  }
+  return /^flags\s*:.*\bavx2\b/m.test(cpuinfo) ? "x64" : "x64-baseline";
+}
+
+/** A staging directory: rootfs/ plus the Dockerfile that copies it into an empty image. */
+export class Staging {
+  readonly root: string;
+  private constructor(readonly dir: string) {
+    this.root = join(dir, "rootfs");
+  }
+
+  static async create(): Promise<Staging> {
+    const dir = await fs.mkdtemp(join(tmpdir(), "codebox-image-"));
+    const s = new Staging(dir);
+    for (const d of ["etc", "opt/codebox", "usr/local/bin", "workspace", "skills", "servers", "run/codebox"]) await fs.mkdir(join(s.root, d), { recursive: true, mode: 0o755 });
+    await fs.mkdir(join(s.root, "tmp"), { mode: 0o1777 });
+    await fs.chmod(join(s.root, "tmp"), 0o1777);
+    await fs.writeFile(join(s.root, "etc/passwd"), `root:x:0:0:root:/nonexistent:/sbin/nologin\nsandbox:x:${SANDBOX_IMAGE_UID}:${SANDBOX_IMAGE_UID}:sandbox:/tmp:/sbin/nologin\n`);
+    await fs.writeFile(join(s.root, "etc/group"), `root:x:0:\nsandbox:x:${SANDBOX_IMAGE_UID}:\n`);
+    return s;
+  }
+
+  /** Copies a host file (symlinks followed) to `target`, an absolute path inside the image. */
+  async copy(from: string, target: string, mode?: number): Promise<void> {
+    const to = join(this.root, target);
+    await fs.mkdir(dirname(to), { recursive: true, mode: 0o755 });
+    await fs.copyFile(realpathSync(from), to);
+    const st = await fs.stat(to);
+    await fs.chmod(to, mode ?? (st.mode & 0o111 ? 0o755 : 0o644));
+  }
+
+  async write(target: string, body: Buffer | string, mode = 0o644): Promise<void> {
+    const to = join(this.root, target);
+    await fs.mkdir(dirname(to), { recursive: true, mode: 0o755 });
+    await fs.writeFile(to, body, { mode });
+  }
+
+  async symlink(target: string, linkTo: string): Promise<void> {
+    const at = join(this.root, target);
+    await fs.mkdir(dirname(at), { recursive: true, mode: 0o755 });
+    await fs.rm(at, { force: true });
+    await fs.symlink(linkTo, at);
+  }
+
+  /** Copies `binaries` and every library they link (the loader included) into the image. */
+  async copyWithLibraries(binaries: Array<{ from: string; to: string }>, linked: string[] = binaries.map((b) => b.from)): Promise<void> {
+    for (const b of binaries) await this.copy(b.from, b.to, 0o755);
+    for (const lib of await sharedLibraries(linked)) await this.copy(lib, lib, 0o755);
+  }
+
+  async dockerfile(runtime: RuntimeName): Promise<void> {
+    const spec = RUNTIME_SPECS[runtime];
+    const lines = [
+      "FROM scratch",
+      "COPY rootfs/ /",
+      `USER ${SANDBOX_IMAGE_UID}:${SANDBOX_IMAGE_UID}`,
+      "WORKDIR /workspace",
+      `ENV HOME=/tmp TMPDIR=/tmp PATH=${spec.path}`,
+      `CMD ${JSON.stringify(spec.command(256))}`,
+      "",
+    ];
+    await fs.writeFile(join(this.dir, "Dockerfile"), lines.join("\n"));
+  }
+
+  async remove(): Promise<void> {
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Every path under the staging directory, parents first, for the build context. */
+  async entries(): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string) => {
+      const names = (await fs.readdir(dir)).sort();
+      for (const name of names) {
+        const p = join(dir, name);
+        out.push(relative(this.dir, p));
+        const st = await fs.lstat(p);
+        if (st.isDirectory()) await walk(p);
+      }
+    };
+    await walk(this.dir);
+    return out;
+  }
+}
+
+/** Shared libraries the given ELF files load, as `ldd` lists them (the loader included). */
+export async function sharedLibraries(binaries: string[]): Promise<string[]> {
+  const libs = new Set<string>();
+  // ldd takes many files at once; in chunks to stay far from the argument-length limit.
+  for (let i = 0; i < binaries.length; i += 100) {
+    const chunk = binaries.slice(i, i + 100);
+    let stdout: string;
+    try {
+      ({ stdout } = await execFileP("ldd", chunk, { maxBuffer: 16 * 1024 * 1024 }));
+    } catch (err) {
+      const out = `${(err as { stdout?: string }).stdout ?? ""}`;
+      const text = `${out}${(err as { stderr?: string }).stderr ?? ""}`;
+      // ldd exits 1 when any file is static; the others' lists are still in stdout.
+      if (!/not a dynamic executable|statically linked/.test(text)) throw new ImageBuildError(`cannot list the shared libraries of ${chunk[0]} with ldd (install libc-bin)`, err);
+      stdout = out;
+    }
+    for (const line of stdout.split("\n")) {
+      if (/=> not found/.test(line)) throw new ImageBuildError(`a library is missing on this machine: ${line.trim()}`);
+      const m = /=>\s+(\/\S+)\s+\(/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+      if (m?.[1]) libs.add(m[1]);
+    }
+  }
+  return [...libs].sort();
+}
+
+/** Node: this machine's own binary (the version the server itself runs on). */
+export async function stageNode(s: Staging): Promise<void> {
+  await s.copyWithLibraries([{ from: process.execPath, to: "/usr/local/bin/node" }]);
+}
+
+/** Bun: the binary from its pinned npm package, fetched with this machine's npm configuration. */
+export async function stageBun(s: Staging, logger: Logger): Promise<void> {
+  const binary = await fetchBun(s.dir, logger);
+  await s.copyWithLibraries([{ from: binary, to: "/usr/local/bin/bun" }]);
+  await fs.rm(binary, { force: true });
+}
+
+async function fetchBun(dir: string, logger: Logger): Promise<string> {
+  const pkg = BUN_PACKAGES[bunVariant()]!;
+  const spec = `${pkg.name}@${BUN_VERSION}`;
+  logger.info(`fetching Bun ${BUN_VERSION} (${pkg.name}) from the npm registry`);
+  let filename: string;
+  try {
+    // npm, not a bare HTTPS request: it honours the user's registry, proxy and CA settings.
+    const { stdout } = await execFileP("npm", ["pack", spec, "--pack-destination", dir, "--json", "--loglevel=error"], { maxBuffer: 16 * 1024 * 1024, timeout: 300_000 });
+    filename = (JSON.parse(stdout) as Array<{ filename: string }>)[0]!.filename;
+  } catch (err) {
+    throw new ImageBuildError(`could not fetch ${spec} with \`npm pack\` (${(err as Error).message.split("\n")[0]}); check that npm reaches its registry, or turn the bun runtime off (sandbox.runtimes)`, err);
+  }
+  const tarball = join(dir, filename);
+  const digest = `sha512-${createHash("sha512").update(await fs.readFile(tarball)).digest("base64")}`;
+  if (digest !== pkg.integrity) throw new ImageBuildError(`${spec} does not match its pinned integrity (got ${digest}); refusing to use it`);
+  const out = join(dir, "bun.bin");
+  const ex = extract();
+  let found = false;
+  ex.on("entry", (header, stream, next) => {
+    if (header.name === "package/bin/bun") {
+      found = true;
+      pipeline(stream, createWriteStream(out, { mode: 0o755 })).then(() => next(), next);
+    } else {
+      stream.on("end", () => next());
+      stream.resume();
+    }
+  });
+  await pipeline(createReadStream(tarball), createGunzip(), ex);
+  await fs.rm(tarball, { force: true });
+  if (!found) throw new ImageBuildError(`${spec} has no package/bin/bun`);
+  return out;
+}
+
+/** Debian's CPython: the newest python3.X (≥ 3.11) whose packages are installed here. */
+export async function debianPython(): Promise<{ version: string; packages: string[] }> {
+  let listed = "";
+  try {
+    ({ stdout: listed } = await execFileP("dpkg-query", ["-W", "-f", "${Package} ${Status}\\n", "python3.*-minimal"]));
+  } catch {
+    // no dpkg, or no such package: reported below
+  }
+  const versions = listed
+    .split("\n")
+    .filter((l) => l.endsWith("install ok installed"))
+    .map((l) => /^python3\.(\d+)-minimal /.exec(l)?.[1])
+    .filter((v): v is string => v !== undefined && Number(v) >= 11)
+    .sort((a, b) => Number(b) - Number(a));
+  const minor = versions[0];
+  if (!minor) {
+    throw new ImageBuildError("the offline Python image is made from Debian's CPython packages, and none (3.11 or newer) is installed: run `apt-get install python3-minimal libpython3-stdlib` (scripts/setup.sh does), or build on an engine that reaches a registry");
+  }
+  const version = `3.${minor}`;
+  return { version, packages: [`python${version}-minimal`, `libpython${version}-minimal`, `libpython${version}-stdlib`] };
+}
+
+/** Parts of the stdlib packages a sandbox has no use for (docs, GUI, pip bootstrap). */
+const PYTHON_SKIP = /^\/usr\/share\/(doc|man|lintian|binfmts|pixmaps|applications)\/|^\/usr\/lib\/binfmt\.d\/|\/(idlelib|ensurepip|turtledemo|tkinter)\//;
+
+export async function stagePython(s: Staging): Promise<void> {
+  const { version, packages } = await debianPython();
+  const { stdout } = await execFileP("dpkg", ["-L", ...packages], { maxBuffer: 64 * 1024 * 1024 });
+  const elves: string[] = [];
+  for (const path of [...new Set(stdout.split("\n"))].filter((p) => p.startsWith("/usr/") || p.startsWith("/etc/python"))) {
+    if (PYTHON_SKIP.test(path)) continue;
+    const st = await fs.lstat(path).catch(() => undefined);
+    if (!st || st.isDirectory()) continue;
+    if (st.isSymbolicLink()) {
+      // e.g. sitecustomize.py -> /etc/python3.11/sitecustomize.py: kept when its target is shipped too.
+      const target = await fs.readlink(path);
+      await s.symlink(path, target);
+      continue;
+    }
+    await s.copy(path, path);
+    if (path === `/usr/bin/python${version}` || /\.so(\.|$)/.test(path)) elves.push(path);
+  }
+  for (const lib of await sharedLibraries(elves)) await s.copy(lib, lib, 0o755);
+  await s.symlink("/usr/bin/python3", `python${version}`);
+  await s.symlink("/usr/bin/python", `python${version}`);
+  // Bytecode for the whole stdlib, checked by hash rather than mtime (image files carry no
+  // trustworthy mtimes), so each run starts without compiling what it imports.
+  const libDir = join(s.root, "usr", "lib", `python${version}`);
+  try {
+    await execFileP(`/usr/bin/python${version}`, ["-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", s.root, "-p", "/", libDir], { maxBuffer: 64 * 1024 * 1024 });
+  } catch (err) {
+    // Only some files failing (e.g. lib2to3 test data) still leaves a working image.
+    if (!(await fs.stat(join(libDir, "__pycache__")).catch(() => undefined))) throw new ImageBuildError(`could not precompile the Python stdlib: ${(err as Error).message}`, err);
+  }
+}
+
+export async function stageRuntime(runtime: RuntimeName, s: Staging, logger: Logger): Promise<void> {
+  if (runtime === "node") await stageNode(s);
+  else if (runtime === "bun") await stageBun(s, logger);
+  else await stagePython(s);
+}
