@@ -73,7 +73,7 @@ export function createApp(config: Config, logger: Logger): App {
     audit,
     metrics,
     files,
-    createServer: (userIdFor = () => config.userId) => createMcpServer({ executor, bridge, files, logger, userIdFor, runtime: config.sandbox.runtime }),
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ executor, bridge, files, logger, userIdFor, runtime: config.sandbox.runtime, runtimes: config.sandbox.runtimes }),
     async warmUp() {
       void bridge.start();
       try {

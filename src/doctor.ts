@@ -2,11 +2,14 @@ import { randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { App } from "./app.js";
+import { RUNTIME_SPECS, type RuntimeName } from "./sandbox/runtimes.js";
 import { errorMessage } from "./shared/errors.js";
 
 export interface CheckResult {
   name: string;
   ok: boolean;
+  /** Not a failure, but worth knowing (e.g. an image not built yet: built on first use). */
+  warn?: boolean;
   detail: string;
   fix?: string;
 }
@@ -50,19 +53,28 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
     add({ name: "seccomp", ok: false, detail: errorMessage(err), fix: "restore seccomp/profile.json (node seccomp/build-profile.mjs) or unset CODEBOX_SECCOMP_PROFILE" });
   }
 
-  if (engineOk) {
-    try {
-      const exists = await backend.imageExists();
-      add(
-        exists
-          ? { name: "image", ok: true, detail: `${backend.image} present` }
-          : { name: "image", ok: false, detail: `${backend.image} is missing`, fix: "run `codebox-mcp image build` (the server also builds it on first use)" },
-      );
-    } catch (err) {
-      add({ name: "image", ok: false, detail: errorMessage(err), fix: "check the engine" });
+  // One image per language runtime. The default runtime's image missing is a failure (every
+  // first call would wait for a build); the others' are built the first time someone uses them.
+  const present: RuntimeName[] = [];
+  for (const runtime of config.sandbox.runtimes) {
+    const name = `image ${runtime}`;
+    const tag = backend.imageFor(runtime);
+    if (!engineOk) {
+      add({ name, ok: false, detail: "not checked: no engine", fix: "fix the engine first" });
+      continue;
     }
-  } else {
-    add({ name: "image", ok: false, detail: "not checked: no engine", fix: "fix the engine first" });
+    try {
+      if (await backend.imageExists(runtime)) {
+        present.push(runtime);
+        add({ name, ok: true, detail: `${tag} present (${RUNTIME_SPECS[runtime].title}; ${RUNTIME_SPECS[runtime].languages.join(", ")})` });
+      } else if (runtime === "node") {
+        add({ name, ok: false, detail: `${tag} is missing`, fix: "run `codebox-mcp image build node` (the server also builds it on first use)" });
+      } else {
+        add({ name, ok: true, warn: true, detail: `${tag} not built yet: built on the first ${runtime} run (about ${runtime === "bun" ? "20" : "10"} s)`, fix: `run \`codebox-mcp image build ${runtime}\` to build it now` });
+      }
+    } catch (err) {
+      add({ name, ok: false, detail: errorMessage(err), fix: "check the engine" });
+    }
   }
 
   try {
@@ -88,12 +100,15 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
   }
 
   if (results.every((r) => r.ok)) {
-    try {
-      const r = await app.executor.execute({ userId: config.userId, code: "console.log(6 * 7)", language: "javascript", timeoutMs: 20_000 });
-      const ok = r.exitCode === 0 && r.stdout.trim() === "42";
-      add({ name: "sandbox run", ok, detail: ok ? `a sandbox ran code in ${r.durationMs} ms` : `unexpected result: exit ${r.exitCode}, ${r.stderr.slice(0, 200)}`, ...(ok ? {} : { fix: "see the server log (CODEBOX_LOG_LEVEL=debug)" }) });
-    } catch (err) {
-      add({ name: "sandbox run", ok: false, detail: errorMessage(err), fix: "see the message above" });
+    for (const runtime of present) {
+      const python = runtime === "python";
+      try {
+        const r = await app.executor.execute({ userId: config.userId, code: python ? "print(6 * 7)" : "console.log(6 * 7)", language: python ? "python" : "javascript", runtime, timeoutMs: 20_000 });
+        const ok = r.exitCode === 0 && r.stdout.trim() === "42";
+        add({ name: `sandbox run ${runtime}`, ok, detail: ok ? `a ${RUNTIME_SPECS[runtime].title} sandbox ran code in ${r.durationMs} ms` : `unexpected result: exit ${r.exitCode}, ${r.stderr.slice(0, 200)}`, ...(ok ? {} : { fix: "see the server log (CODEBOX_LOG_LEVEL=debug)" }) });
+      } catch (err) {
+        add({ name: `sandbox run ${runtime}`, ok: false, detail: errorMessage(err), fix: "see the message above" });
+      }
     }
   }
   return results;
@@ -101,6 +116,6 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
 
 export function formatDoctor(results: CheckResult[]): string {
   return results
-    .map((r) => `${r.ok ? "ok  " : "FAIL"}  ${r.name.padEnd(Math.max(11, r.name.length))} ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ""}`)
+    .map((r) => `${r.ok ? (r.warn ? "WARN" : "ok  ") : "FAIL"}  ${r.name.padEnd(Math.max(16, r.name.length))} ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ""}`)
     .join("\n");
 }

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { createApp } from "../src/app.js";
 import { loadConfig } from "../src/config/load.js";
+import { RUNTIMES } from "../src/sandbox/runtimes.js";
 import { createLogger } from "../src/shared/logger.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +18,8 @@ export async function setup(): Promise<void> {
     throw new Error(`The Docker engine is not reachable (${String(err)}). Run scripts/setup.sh as root first; the tests need a real engine.`);
   });
   const app = createApp(loadConfig({ env: {}, flags: { dataDir: tempDir("setup"), logLevel: "warn" } }), createLogger({ level: "warn" }));
-  await app.backend.ensureImage();
+  // Every runtime's image (Node, Bun, Python), built offline if missing.
+  for (const runtime of RUNTIMES) await app.backend.ensureImage(runtime);
   await app.close();
 }
 

@@ -9,6 +9,8 @@ export interface SearchHit {
   /** How to call it from code. */
   import: string;
   function: string;
+  /** The same from Python: `from servers.<server> import <function>`. */
+  python: string;
   description?: string;
   inputSchema?: Tool["inputSchema"];
   outputSchema?: Tool["outputSchema"];
@@ -35,7 +37,7 @@ export function searchTools(entries: ToolEntry[], query: string, options: { serv
       if (e.server.toLowerCase() === w) score += 1;
     }
     if (score === 0) continue;
-    const hit: SearchHit = { server: e.server, tool: e.tool.name, import: `/servers/${e.serverDir}/index.ts`, function: e.identifier, score };
+    const hit: SearchHit = { server: e.server, tool: e.tool.name, import: `/servers/${e.serverDir}/index.ts`, function: e.identifier, python: `from servers.${e.serverDir} import ${e.pyName}`, score };
     if (options.detail !== "name") hit.description = options.detail === "summary" ? firstSentence(e.tool.description ?? "") : (e.tool.description ?? "");
     if (options.detail === "full") {
       hit.inputSchema = e.tool.inputSchema;

@@ -1,6 +1,7 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Bridge } from "../bridge/bridge.js";
 import type { CodeExecutor } from "../sandbox/executor.js";
+import type { RuntimeName } from "../sandbox/runtimes.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
@@ -17,10 +18,12 @@ export interface McpServerDeps {
   /** The user a request runs as: from the authenticated request (HTTP) or the local user (stdio). */
   userIdFor: (authInfo: unknown) => string;
   runtime: string;
+  /** The language runtimes execute_code offers. */
+  runtimes: readonly RuntimeName[];
 }
 
 export const SERVER_INSTRUCTIONS =
-  "codebox-mcp runs code in fresh, hardened, single-use sandboxes. Use execute_code to compute, transform data, " +
+  "codebox-mcp runs code (TypeScript, JavaScript, Python) in fresh, hardened, single-use sandboxes. Use execute_code to compute, transform data, " +
   "or work with files in /workspace (kept between calls). Print only what you need to see.";
 
 /** One MCP server per client connection; all share the executor (and so the engine and limits). */
@@ -35,9 +38,10 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     userIdFor: deps.userIdFor,
     nodeVersion: process.versions.node,
     upstreams: deps.bridge.pool.names,
+    runtimes: deps.runtimes,
   });
-  registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor });
+  registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });
-  registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: deps.userIdFor, runtime: deps.runtime });
+  registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: deps.userIdFor, runtime: deps.runtime, runtimes: deps.runtimes });
   return server;
 }

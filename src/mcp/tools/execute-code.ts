@@ -2,17 +2,41 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { LANGUAGES, type RunResult } from "../../sandbox/backend.js";
+import type { RunResult } from "../../sandbox/backend.js";
+import { BUN_VERSION, JS_RUNTIMES, type Language, type RuntimeName, languagesOf } from "../../sandbox/runtimes.js";
 import type { CodeExecutor } from "../../sandbox/executor.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 import { workspaceUri } from "./files.js";
 
-export const executeCodeInput = {
-  code: z.string().min(1, "code is empty: pass the program to run").describe("The program: TypeScript or JavaScript, run as an ES module."),
-  language: z.enum(LANGUAGES).default("typescript").describe('"typescript" (default; types are stripped, not checked) or "javascript".'),
-  timeoutMs: z.number().int().positive().optional().describe("Wall-clock limit in ms; defaults to and is capped by the server's limit."),
-};
+/** The input schema for the runtimes this server offers (languages and runtimes it does not run are not offered). */
+export function executeCodeInput(enabled: readonly RuntimeName[]) {
+  const languages = languagesOf(enabled) as [Language, ...Language[]];
+  const jsRuntimes = JS_RUNTIMES.filter((r) => enabled.includes(r));
+  const langText: Record<Language, string> = {
+    typescript: '"typescript" (types are stripped, not checked)',
+    javascript: '"javascript"',
+    python: '"python" (CPython 3, standard library)',
+  };
+  return {
+    code: z.string().min(1, "code is empty: pass the program to run").describe(`The program. ${languages.includes("python") ? "TypeScript/JavaScript run as an ES module; Python runs as __main__." : "Run as an ES module."}`),
+    language: z
+      .enum(languages)
+      .default(languages[0])
+      .describe(`${languages.map((l) => langText[l]).join(", ")}. Default "${languages[0]}".`),
+    ...(jsRuntimes.length > 0
+      ? {
+          runtime: z
+            .enum(jsRuntimes as [JsRuntime, ...JsRuntime[]])
+            .optional()
+            .describe(`For TypeScript/JavaScript: ${jsRuntimes.map((r) => `"${r}"`).join(" or ")}${jsRuntimes.includes("node") ? ' (default "node")' : ""}. Omit it for Python.`),
+        }
+      : {}),
+    timeoutMs: z.number().int().positive().optional().describe("Wall-clock limit in ms; defaults to and is capped by the server's limit."),
+  };
+}
+
+type JsRuntime = (typeof JS_RUNTIMES)[number];
 
 export const executeCodeOutput = {
   stdoutFile: z.string().optional().describe("When stdout was cut: a workspace:// resource holding all of it."),
@@ -35,29 +59,44 @@ export interface ExecuteCodeDeps {
   nodeVersion: string;
   /** Names of the configured upstream MCP servers. */
   upstreams: string[];
+  /** The language runtimes this server offers. */
+  runtimes: readonly RuntimeName[];
 }
 
 function kib(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
 }
 
-export function describeExecuteCode(executor: CodeExecutor, nodeVersion: string, upstreams: string[] = []): string {
+export function describeExecuteCode(executor: CodeExecutor, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"]): string {
   const l = executor.limits();
+  const js = runtimes.includes("node") || runtimes.includes("bun");
+  const py = runtimes.includes("python");
+  const engines = [
+    runtimes.includes("node") ? `TypeScript/JavaScript on Node.js ${nodeVersion}${runtimes.includes("bun") ? " (default)" : ""}` : undefined,
+    runtimes.includes("bun") ? `TypeScript/JavaScript on Bun ${BUN_VERSION} (runtime: "bun")` : undefined,
+    py ? 'Python 3 on CPython (language: "python")' : undefined,
+  ].filter(Boolean);
   const bridge = upstreams.length
     ? [
-        `- Call tools of these MCP servers from code: ${upstreams.join(", ")}. Each is a module: \`import { toolName } from "/servers/<server>/index.ts"\`, one typed function per tool (\`/servers/<server>/<tool>.ts\` has its types and docs). Find tools with the search_tools tool, or from code by reading /servers/index.json. Filter big results in code and print only what matters.`,
+        `- Call tools of these MCP servers from code: ${upstreams.join(", ")}. ` +
+          (js ? `TypeScript/JavaScript: \`import { toolName } from "/servers/<server>/index.ts"\`, one typed function per tool (\`/servers/<server>/<tool>.ts\` has its types and docs). ` : "") +
+          (py ? "Python: `from servers.<server> import tool_name` (snake_case; `/servers/<server>/<tool>.py` has its type hints), or `from servers.client import call_mcp_tool`. " : "") +
+          "Find tools with the search_tools tool, or from code by reading /servers/index.json. Filter big results in code and print only what matters.",
       ]
     : [];
   return [
-    `Run TypeScript or JavaScript in a fresh, isolated sandbox (Node.js ${nodeVersion}, Linux container) and get back what it printed.`,
+    `Run code in a fresh, isolated sandbox (Linux container) and get back what it printed. Languages: ${engines.join("; ")}.`,
     "",
     "How it works:",
     "- Each call starts from nothing: no variables or processes survive between calls. Files do: /workspace is your working directory and keeps its files between calls; /skills holds reusable modules you can import.",
-    "- The code is an ES module: top-level await works; import Node built-ins (`import { readFile } from \"node:fs/promises\"`) and your own .ts/.js files (`import { f } from \"/workspace/util.ts\"`). TypeScript types are stripped, not checked. No npm packages are installed.",
+    ...(js
+      ? ['- TypeScript/JavaScript is an ES module: top-level await works; import built-ins (`import { readFile } from "node:fs/promises"`) and your own .ts/.js files (`import { f } from "/workspace/util.ts"`). TypeScript types are stripped, not checked. No npm packages are installed.']
+      : []),
+    ...(py ? ["- Python runs as __main__ in /workspace: import your own modules from /workspace, skills with `from skills.<name> import ...`; top-level await works. Standard library only (no pip packages)."] : []),
     "- No network: DNS, HTTP and sockets to the outside all fail.",
     ...bridge,
     `- Limits: ${l.memoryMiB} MiB memory, ${l.cpus} CPU, ${l.timeoutMs / 1000} s (pass timeoutMs for less), ${kib(l.maxOutputBytes)} of stdout and of stderr returned (the rest is cut and flagged), ${kib(l.maxCodeBytes)} of code.`,
-    "- Print what you need with console.log: a summary, the rows that matter, not whole datasets. Only what the code prints comes back.",
+    `- Print what you need (${[js ? "console.log" : "", py ? "print" : ""].filter(Boolean).join(", ")}): a summary, the rows that matter, not whole datasets. Only what the code prints comes back.`,
     "- The result has exitCode, stdout, stderr, durationMs and flags timedOut, oomKilled, stdoutTruncated, stderrTruncated. A non-zero exit or thrown error is reported, not hidden: read stderr.",
   ].join("\n");
 }
@@ -79,7 +118,7 @@ export function formatRunText(r: RunResult): string {
     parts.push(`[stderr cut: ${r.stderrBytes} bytes in all${r.stderrFile ? `; all of it is in /workspace/${r.stderrFile}` : ""}]`);
     if (r.stderrTail) parts.push(`[stderr, last part]\n${r.stderrTail}`);
   }
-  if (!r.stdout && !r.stderr) parts.push("(no output: print results with console.log)");
+  if (!r.stdout && !r.stderr) parts.push("(no output: print the results you want to see)");
   return parts.join("\n");
 }
 
@@ -88,8 +127,8 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
     "execute_code",
     {
       title: "Execute code in a sandbox",
-      description: describeExecuteCode(deps.executor, deps.nodeVersion, deps.upstreams),
-      inputSchema: executeCodeInput,
+      description: describeExecuteCode(deps.executor, deps.nodeVersion, deps.upstreams, deps.runtimes),
+      inputSchema: executeCodeInput(deps.runtimes),
       outputSchema: executeCodeOutput,
       annotations: {
         title: "Execute code in a sandbox",
@@ -108,6 +147,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
           userId: deps.userIdFor(extra.authInfo),
           code: args.code,
           language: args.language,
+          runtime: "runtime" in args ? (args.runtime as RuntimeName | undefined) : undefined,
           timeoutMs: args.timeoutMs,
           signal: extra.signal,
           onOutput: feedback.onOutput,

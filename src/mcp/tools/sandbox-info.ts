@@ -1,7 +1,8 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
 import type { CodeExecutor } from "../../sandbox/executor.js";
-import { SANDBOX_PROBE_JS, type SandboxFacts } from "../../sandbox/probe.js";
+import { SANDBOX_PROBE_JS, SANDBOX_PROBE_PY, type SandboxFacts } from "../../sandbox/probe.js";
+import type { RuntimeName } from "../../sandbox/runtimes.js";
 import { SandboxError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
@@ -29,10 +30,11 @@ const facts = z.object({
   dockerSocket: z.boolean(),
   environment: z.array(z.string()),
   kernel: z.string(),
-  node: z.string(),
+  interpreter: z.object({ name: z.string(), version: z.string() }),
 });
 
-export function registerSandboxInfoTool(server: McpServer, deps: { executor: CodeExecutor; logger: Logger; userIdFor: (authInfo: unknown) => string; runtime: string }): void {
+export function registerSandboxInfoTool(server: McpServer, deps: { executor: CodeExecutor; logger: Logger; userIdFor: (authInfo: unknown) => string; runtime: string; runtimes: readonly RuntimeName[] }): void {
+  const choices = deps.runtimes as [RuntimeName, ...RuntimeName[]];
   server.registerTool(
     "sandbox_info",
     {
@@ -40,20 +42,22 @@ export function registerSandboxInfoTool(server: McpServer, deps: { executor: Cod
       description:
         "Starts a sandbox and reports its isolation as measured from inside it: uid, capabilities, seccomp mode, no-new-privileges, " +
         "read-only root, which paths are writable, network reachability (internet, cloud metadata, DNS), memory/CPU/process/file limits, runtime. " +
-        "Use it to check a deployment; it changes nothing.",
-      inputSchema: {},
+        `Each language runtime has its own image: pass runtime (${choices.join(", ")}) to inspect that one. Use it to check a deployment; it changes nothing.`,
+      inputSchema: { runtime: z.enum(choices).optional().describe(`Which language runtime's sandbox to inspect (default ${choices.includes("node") ? "node" : choices[0]}).`) },
       outputSchema: facts.shape,
       annotations: { title: "Inspect the sandbox", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     },
-    async (_args, extra) => {
+    async (args, extra) => {
       try {
-        const r = await deps.executor.execute({ userId: deps.userIdFor(extra.authInfo), code: SANDBOX_PROBE_JS, language: "javascript", signal: extra.signal });
+        const runtime = args.runtime ?? (choices.includes("node") ? "node" : choices[0]);
+        const python = runtime === "python";
+        const r = await deps.executor.execute({ userId: deps.userIdFor(extra.authInfo), code: python ? SANDBOX_PROBE_PY : SANDBOX_PROBE_JS, language: python ? "python" : "javascript", runtime, signal: extra.signal });
         if (r.exitCode !== 0) throw new SandboxError(`the probe failed in the sandbox (exit ${r.exitCode}): ${r.stderr.slice(0, 500)}`);
         const measured = JSON.parse(r.stdout) as SandboxFacts;
         const out = { runtime: deps.runtime, ...measured };
         const l = measured.limits;
         const text = [
-          `runtime ${deps.runtime} (kernel ${measured.kernel}), Node ${measured.node}`,
+          `runtime ${deps.runtime} (kernel ${measured.kernel}), ${measured.interpreter.name} ${measured.interpreter.version}`,
           `uid ${measured.uid}, gid ${measured.gid}; CapEff ${measured.capEff}; NoNewPrivs ${measured.noNewPrivs}; seccomp mode ${measured.seccompMode} (2 = filtering)`,
           `root read-only: ${measured.readOnlyRoot}; writable: ${Object.entries(measured.writable).filter(([, v]) => v).map(([k]) => k).join(", ")}`,
           `network: interfaces ${measured.network.interfaces.join(", ")}; internet TCP ${measured.network.tcpToInternet}; cloud metadata ${measured.network.cloudMetadata}; DNS ${measured.network.dns}`,

@@ -1,6 +1,7 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
 import type { Bridge } from "../../bridge/bridge.js";
+import type { RuntimeName } from "../../sandbox/runtimes.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 
@@ -16,6 +17,7 @@ const hit = z.object({
   tool: z.string(),
   import: z.string(),
   function: z.string(),
+  python: z.string(),
   description: z.string().optional(),
   inputSchema: z.record(z.string(), z.unknown()).optional(),
   outputSchema: z.record(z.string(), z.unknown()).optional(),
@@ -23,15 +25,21 @@ const hit = z.object({
 
 export const searchToolsOutput = { tools: z.array(hit), servers: z.array(z.object({ name: z.string(), state: z.string(), tools: z.number() })) };
 
-export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridge; logger: Logger; userIdFor: (authInfo: unknown) => string }): void {
+export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridge; logger: Logger; userIdFor: (authInfo: unknown) => string; runtimes: readonly RuntimeName[] }): void {
+  const js = deps.runtimes.includes("node") || deps.runtimes.includes("bun");
+  const py = deps.runtimes.includes("python");
   server.registerTool(
     "search_tools",
     {
       title: "Search upstream MCP tools",
       description:
         "Find the tools of the upstream MCP servers that code in execute_code can call, without loading every definition. " +
+        `Code runs in ${[js ? "TypeScript/JavaScript" : "", py ? "Python" : ""].filter(Boolean).join(" and ")} (execute_code). ` +
         "Each hit says which module to import and which function to call, e.g. " +
-        '`import { getSum } from "/servers/everything/index.ts"; console.log(await getSum({ a: 1, b: 2 }))`. ' +
+        (js ? '`import { getSum } from "/servers/everything/index.ts"; console.log(await getSum({ a: 1, b: 2 }))`' : "") +
+        (js && py ? " or, in Python, " : "") +
+        (py ? "`from servers.everything import get_sum; print(get_sum(a=1, b=2))`" : "") +
+        ". " +
         'Start with detail "name" or "summary"; ask for "full" (JSON Schemas) only for the tools you will use.',
       inputSchema: searchToolsInput,
       outputSchema: searchToolsOutput,
@@ -42,7 +50,8 @@ export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridg
         const userId = deps.userIdFor(extra.authInfo);
         const tools = (await deps.bridge.search(userId, args.query, { server: args.server, detail: args.detail, limit: args.limit })).map(({ score: _score, ...h }) => h);
         const servers = deps.bridge.status(userId).map(({ name, state, tools: n }) => ({ name, state, tools: n }));
-        const lines = tools.map((t) => `${t.server}.${t.tool} → import { ${t.function} } from "${t.import}"${t.description ? `\n  ${t.description}` : ""}${args.detail === "full" ? `\n  input: ${JSON.stringify(t.inputSchema)}${t.outputSchema ? `\n  output: ${JSON.stringify(t.outputSchema)}` : ""}` : ""}`);
+        const how = (t: (typeof tools)[number]) => [js ? `import { ${t.function} } from "${t.import}"` : "", py ? `${js ? "(Python: " : ""}${t.python}${js ? ")" : ""}` : ""].filter(Boolean).join(" ");
+        const lines = tools.map((t) => `${t.server}.${t.tool} → ${how(t)}${t.description ? `\n  ${t.description}` : ""}${args.detail === "full" ? `\n  input: ${JSON.stringify(t.inputSchema)}${t.outputSchema ? `\n  output: ${JSON.stringify(t.outputSchema)}` : ""}` : ""}`);
         const down = servers.filter((s) => s.state !== "ready").map((s) => `${s.name} (${s.state})`);
         const text = [
           tools.length ? `${tools.length} tool(s):\n${lines.join("\n")}` : servers.length ? "No tool matches; try fewer or other words, or an empty query to list all." : "No upstream MCP servers are configured (add them under mcpServers in the config).",
