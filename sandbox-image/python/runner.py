@@ -52,6 +52,26 @@ def print_error(err):
     sys.stderr.write("".join(te.format()))
 
 
+class HyphenatedSkills:
+    """`import skills.parse_csv` finds the skill folder /skills/parse-csv (skill names use "-")."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        top, _, name = fullname.partition(".")
+        if top != "skills" or not name or "." in name or "_" not in name:
+            return None
+        folder = "/skills/" + name.replace("_", "-")
+        if os.path.exists("/skills/" + name) or not os.path.isdir(folder):
+            return None
+        import importlib.machinery
+        import importlib.util
+        init = folder + "/__init__.py"
+        if os.path.isfile(init):
+            return importlib.util.spec_from_file_location(fullname, init, submodule_search_locations=[folder])
+        spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+        spec.submodule_search_locations = [folder]
+        return spec
+
+
 def main():
     payload = read_payload()
     # Nothing else arrives on stdin: input() gets EOF, as in a script run without a terminal.
@@ -89,6 +109,7 @@ def main():
     # `servers.<server>.<tool>` (the generated bridge) and `skills.<name>` from the root.
     sys.path[0] = "/workspace"
     sys.path.append("/")
+    sys.meta_path.append(HyphenatedSkills())
 
     source = payload["code"]
     # Tracebacks show the code's own lines, as they would for a file.

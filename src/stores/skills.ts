@@ -4,23 +4,41 @@ import { CodeboxError, InputError } from "../shared/errors.js";
 import { packagePath } from "../shared/paths.js";
 import { listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
 
-// A skill is a folder /skills/<name>/ with SKILL.md (frontmatter: name, description) and index.ts,
-// importable from code as "/skills/<name>/index.ts". The user's own skills live in their skills
+// A skill is a folder /skills/<name>/ with SKILL.md (frontmatter: name, description) and its
+// code: index.ts (TypeScript, `import ... from "/skills/<name>/index.ts"`) and/or __init__.py
+// (Python, `from skills.<name_with_underscores> import ...`). The user's own skills live in their skills
 // directory (read-write in the sandbox); starter skills ship with the package (read-only).
 
 export const SKILL_NAME = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
 const MAX_DESCRIPTION = 1024;
 const MAX_SKILL_FILE = 2 * 1024 * 1024;
 
+export type SkillLanguage = "typescript" | "python";
+
+/** The file holding a skill's code in each language. */
+const SKILL_FILE: Record<SkillLanguage, string> = { typescript: "index.ts", python: "__init__.py" };
+
+/** How code imports a skill, in each language. */
+export function skillImport(name: string, language: SkillLanguage): string {
+  return language === "python" ? `skills.${name.replace(/-/g, "_")}` : `/skills/${name}/index.ts`;
+}
+
 export interface SkillSummary {
   name: string;
   description: string;
   readOnly: boolean;
+  /** The TypeScript import path when it has index.ts, else the Python module. */
   import: string;
+  /** The languages it has code for. */
+  languages: SkillLanguage[];
+  /** `from skills.<name> import ...` when it has Python code. */
+  pythonImport?: string;
 }
 
 export interface Skill extends SkillSummary {
   code: string;
+  /** The language of `code` (TypeScript when it has both). */
+  language: SkillLanguage;
   skillMd: string;
 }
 
@@ -51,9 +69,10 @@ export function parseSkillMd(text: string): { name?: string; description?: strin
   return out;
 }
 
-export function renderSkillMd(name: string, description: string): string {
+export function renderSkillMd(name: string, description: string, language: SkillLanguage = "typescript"): string {
   // JSON strings are valid YAML scalars: no injection of other keys through the description.
-  return `---\nname: ${name}\ndescription: ${JSON.stringify(description)}\n---\n\n# ${name}\n\n${description}\n\n\`\`\`ts\nimport * as skill from "/skills/${name}/index.ts";\n\`\`\`\n`;
+  const usage = language === "python" ? `\`\`\`python\nimport ${skillImport(name, "python")} as skill\n\`\`\`` : `\`\`\`ts\nimport * as skill from "${skillImport(name, "typescript")}";\n\`\`\``;
+  return `---\nname: ${name}\ndescription: ${JSON.stringify(description)}\n---\n\n# ${name}\n\n${description}\n\n${usage}\n`;
 }
 
 export class SkillStore {
@@ -90,6 +109,18 @@ export class SkillStore {
     return out.sort((a, b) => a.name.localeCompare(b.name));
   }
 
+  private async languages(root: string, name: string): Promise<SkillLanguage[]> {
+    const out: SkillLanguage[] = [];
+    for (const language of ["typescript", "python"] as const) {
+      const has = await readFileBeneath(root, `${name}/${SKILL_FILE[language]}`, 1).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => err.code !== "ENOENT" && err.code !== "ENOTDIR",
+      );
+      if (has) out.push(language);
+    }
+    return out;
+  }
+
   private async summary(root: string, name: string, readOnly: boolean): Promise<SkillSummary> {
     let description = "";
     try {
@@ -97,7 +128,15 @@ export class SkillStore {
     } catch {
       description = "(no SKILL.md)";
     }
-    return { name, description, readOnly, import: `/skills/${name}/index.ts` };
+    const languages = await this.languages(root, name);
+    return {
+      name,
+      description,
+      readOnly,
+      import: skillImport(name, languages[0] ?? "typescript"),
+      languages,
+      ...(languages.includes("python") ? { pythonImport: skillImport(name, "python") } : {}),
+    };
   }
 
   async get(skillsDir: string, name: string): Promise<Skill> {
@@ -106,25 +145,30 @@ export class SkillStore {
     const root = starter ? this.starterRoot : skillsDir;
     let skillMd: string;
     let code: string;
+    let summary: SkillSummary;
     try {
       skillMd = (await readFileBeneath(root, `${name}/SKILL.md`, MAX_SKILL_FILE)).toString("utf8");
-      code = (await readFileBeneath(root, `${name}/index.ts`, MAX_SKILL_FILE)).toString("utf8");
+      summary = await this.summary(root, name, starter);
+      const language = summary.languages[0];
+      if (!language) throw Object.assign(new Error("no code"), { code: "ENOENT" });
+      code = (await readFileBeneath(root, `${name}/${SKILL_FILE[language]}`, MAX_SKILL_FILE)).toString("utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new CodeboxError("CODEBOX_NOT_FOUND", `No skill named "${name}". list_skills shows the ones there are.`);
       throw err;
     }
-    return { name, description: parseSkillMd(skillMd).description ?? "", readOnly: starter, import: `/skills/${name}/index.ts`, code, skillMd };
+    return { ...summary, code, language: summary.languages[0]!, skillMd };
   }
 
-  async save(skillsDir: string, trashRoot: string, input: { name: string; description: string; code: string }, owner?: number): Promise<SkillSummary> {
+  async save(skillsDir: string, trashRoot: string, input: { name: string; description: string; code: string; language?: SkillLanguage | undefined }, owner?: number): Promise<SkillSummary> {
+    const language = input.language ?? "typescript";
     validateSkillName(input.name);
     if (input.description.length === 0 || input.description.length > MAX_DESCRIPTION) throw new InputError(`description must be 1-${MAX_DESCRIPTION} characters (it has ${input.description.length}).`);
     if ((await this.starterNames()).includes(input.name)) throw new InputError(`"${input.name}" is a built-in skill and cannot be replaced; choose another name.`);
     // Write the new version beside the old one, then swap: readers see the old or the new skill, never half of one.
     const staging = `.staging-${input.name}-${Date.now().toString(36)}`;
     const opts = owner === undefined ? {} : { owner };
-    await writeFileBeneath(skillsDir, `${staging}/SKILL.md`, renderSkillMd(input.name, input.description), opts);
-    await writeFileBeneath(skillsDir, `${staging}/index.ts`, input.code, opts);
+    await writeFileBeneath(skillsDir, `${staging}/SKILL.md`, renderSkillMd(input.name, input.description, language), opts);
+    await writeFileBeneath(skillsDir, `${staging}/${SKILL_FILE[language]}`, input.code, opts);
     await removeEntry(skillsDir, input.name, trashRoot);
     const { openDirBeneath } = await import("./safe-fs.js");
     const dir = await openDirBeneath(skillsDir, []);
@@ -137,7 +181,14 @@ export class SkillStore {
       const d = await openDirBeneath(skillsDir, [input.name]);
       await d.chown(owner, owner).finally(() => d.close());
     }
-    return { name: input.name, description: input.description, readOnly: false, import: `/skills/${input.name}/index.ts` };
+    return {
+      name: input.name,
+      description: input.description,
+      readOnly: false,
+      import: skillImport(input.name, language),
+      languages: [language],
+      ...(language === "python" ? { pythonImport: skillImport(input.name, "python") } : {}),
+    };
   }
 
   async delete(skillsDir: string, trashRoot: string, name: string): Promise<boolean> {

@@ -48,7 +48,7 @@ export class UserFiles {
     return this.skills.get((await this.paths(userId)).skills, name);
   }
 
-  async saveSkill(userId: string, input: { name: string; description: string; code: string }): Promise<SkillSummary> {
+  async saveSkill(userId: string, input: { name: string; description: string; code: string; language?: "typescript" | "python" | undefined }): Promise<SkillSummary> {
     const p = await this.paths(userId);
     return this.skills.save(p.skills, p.trash, input, this.options.owner);
   }

@@ -51,20 +51,22 @@ export function registerFileTools(server: McpServer, deps: FileToolDeps): void {
     {
       title: "Save a skill",
       description:
-        "Save reusable code as a skill: /skills/<name>/index.ts plus a SKILL.md with its description. Later runs import it with " +
-        '`import { fn } from "/skills/<name>/index.ts"`. Saving an existing name replaces it.',
+        "Save reusable code as a skill: /skills/<name>/index.ts (TypeScript) or /skills/<name>/__init__.py (Python), plus a SKILL.md with its description. " +
+        'Later runs import it with `import { fn } from "/skills/<name>/index.ts"`, or in Python `from skills.<name> import fn` ("-" in the name becomes "_"). Saving an existing name replaces it.',
       inputSchema: {
         name: z.string().describe('1-64 characters of a-z, 0-9 and "-", e.g. "parse-invoices"'),
         description: z.string().describe("What it does and when to use it (at most 1024 characters)"),
-        code: z.string().describe("The module's TypeScript source: export the functions to reuse"),
+        code: z.string().describe("The module's source: export (TypeScript) or define (Python) the functions to reuse"),
+        language: z.enum(["typescript", "python"]).default("typescript").describe('"typescript" (default) or "python"'),
       },
       annotations: { title: "Save a skill", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     },
-    guard(async (args: { name: string; description: string; code: string }, userId) => {
+    guard(async (args: { name: string; description: string; code: string; language: "typescript" | "python" }, userId) => {
       if (Buffer.byteLength(args.code) > files.maxWriteBytes) throw new InputError(`code is over ${files.maxWriteBytes} bytes`);
       const s = await files.saveSkill(userId, args);
       server.sendResourceListChanged();
-      return { ...text(`Saved skill "${s.name}". Import it with: import * as ${s.name.replace(/-./g, (m) => m[1]!.toUpperCase())} from "${s.import}";`), structuredContent: { ...s } };
+      const how = args.language === "python" ? `import ${s.import} as ${s.name.replace(/-/g, "_")}` : `import * as ${s.name.replace(/-./g, (m) => m[1]!.toUpperCase())} from "${s.import}";`;
+      return { ...text(`Saved skill "${s.name}". Import it with: ${how}`), structuredContent: { ...s } };
     }),
   );
 
@@ -78,7 +80,7 @@ export function registerFileTools(server: McpServer, deps: FileToolDeps): void {
     },
     guard(async (_args: Record<string, never>, userId) => {
       const skills = await files.listSkills(userId);
-      const lines = skills.map((s) => `${s.name}${s.readOnly ? " (built-in)" : ""}: ${s.description}\n  import from "${s.import}"`);
+      const lines = skills.map((s) => `${s.name}${s.readOnly ? " (built-in)" : ""}: ${s.description}\n  ${s.languages.includes("typescript") ? `import from "/skills/${s.name}/index.ts"` : ""}${s.languages.length > 1 ? "; " : ""}${s.pythonImport ? `Python: from ${s.pythonImport} import ...` : ""}`);
       return { ...text(skills.length ? lines.join("\n") : "No skills yet: save one with save_skill."), structuredContent: { skills } };
     }),
   );
@@ -93,7 +95,7 @@ export function registerFileTools(server: McpServer, deps: FileToolDeps): void {
     },
     guard(async (args: { name: string }, userId) => {
       const s = await files.getSkill(userId, args.name);
-      return { ...text(`${s.skillMd}\n\n--- ${s.import} ---\n${s.code}`), structuredContent: { name: s.name, description: s.description, readOnly: s.readOnly, import: s.import, code: s.code } };
+      return { ...text(`${s.skillMd}\n\n--- ${s.import} ---\n${s.code}`), structuredContent: { name: s.name, description: s.description, readOnly: s.readOnly, import: s.import, language: s.language, code: s.code } };
     }),
   );
 
