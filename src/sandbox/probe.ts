@@ -90,8 +90,7 @@ def field(k):
     return m.group(1) if m else None
 
 def limit(name):
-    for line in (read("/proc/self/limits") or "").split("
-"):
+    for line in (read("/proc/self/limits") or "").split("\n"):
         if line.startswith(name):
             soft = line[26:].split()[0]
             return "unlimited" if soft == "unlimited" else int(soft)

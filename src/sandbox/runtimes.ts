@@ -72,7 +72,7 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     // -s: no user site-packages; -B: no .pyc written into /workspace; -X utf8: UTF-8 stdio
     // whatever the (absent) locale says.
     command: () => ["/usr/bin/python3", "-s", "-B", "-X", "utf8", "/opt/codebox/runner.py"],
-    env: ["PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=", "PYTHONNOUSERSITE=1"],
+    env: ["PYTHONDONTWRITEBYTECODE=1", "PYTHONNOUSERSITE=1"],
     path: "/usr/local/bin:/usr/bin",
   },
 };

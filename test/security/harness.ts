@@ -7,6 +7,8 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { cliPath, repoRoot, rowsServerPath, tempDir } from "../helpers.js";
 
 export type Runtime = "runc" | "runsc";
+/** The language runtime a suite attacks from: Node and Bun run the JavaScript attacks, Python its own. */
+export type Flavor = "node" | "bun" | "python";
 
 export interface RunOutcome {
   exitCode: number | null;
@@ -27,6 +29,7 @@ export class UserSession {
   constructor(
     readonly env: Record<string, string>,
     readonly args: string[],
+    readonly flavor: Flavor = "node",
   ) {}
 
   async start(): Promise<this> {
@@ -47,7 +50,8 @@ export class UserSession {
 
   /** Runs code through execute_code; a tool error becomes an exception with its text. */
   async run(code: string, opts: { timeoutMs?: number; language?: string } = {}): Promise<RunOutcome> {
-    const r = await this.call("execute_code", { code, language: opts.language ?? "typescript", ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
+    const target = this.flavor === "python" ? { language: "python" } : { language: opts.language ?? "typescript", runtime: this.flavor };
+    const r = await this.call("execute_code", { code, ...target, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
     if (r.isError) throw new Error(r.content.map((c) => (c.type === "text" ? c.text : "")).join("\n"));
     return r.structuredContent as unknown as RunOutcome;
   }
@@ -59,6 +63,7 @@ export class UserSession {
 
 export interface Lab {
   runtime: Runtime;
+  flavor: Flavor;
   dataDir: string;
   configFile: string;
   users: { alice: string; bob: string; carol: string };
@@ -78,10 +83,10 @@ export function buildProbe(dir: string): string {
   return out;
 }
 
-export function makeLab(runtime: Runtime): Lab {
-  const dir = tempDir(`redteam-${runtime}`);
+export function makeLab(runtime: Runtime, flavor: Flavor = "node"): Lab {
+  const dir = tempDir(`redteam-${runtime}-${flavor}`);
   const dataDir = join(dir, "data");
-  const suffix = `${runtime}-${process.pid}`;
+  const suffix = `${runtime}-${flavor}-${process.pid}`;
   const users = { alice: `alice-${suffix}`, bob: `bob-${suffix}`, carol: `carol-${suffix}` };
   const canary = `canary-${Math.random().toString(36).slice(2)}`;
   const quotaMiB = 64;
@@ -107,6 +112,7 @@ export function makeLab(runtime: Runtime): Lab {
   const probe = buildProbe(dir);
   const lab: Lab = {
     runtime,
+    flavor,
     dataDir,
     configFile,
     users,
@@ -116,7 +122,7 @@ export function makeLab(runtime: Runtime): Lab {
     envFor,
     children: [],
     workspaceOf: (user) => join(dataDir, "users", user, "workspace"),
-    session: (user, extraEnv = {}) => new UserSession({ ...envFor(user), ...extraEnv }, ["--config", configFile]).start(),
+    session: (user, extraEnv = {}) => new UserSession({ ...envFor(user), ...extraEnv }, ["--config", configFile], flavor).start(),
   };
   return lab;
 }
@@ -138,10 +144,10 @@ export interface Row {
   pass: boolean;
 }
 
-export function renderTable(runtime: Runtime, rows: Row[]): string {
+export function renderTable(runtime: Runtime, rows: Row[], flavor: Flavor = "node"): string {
   const esc = (s: string) => s.replace(/\|/g, "\\|").replace(/\n/g, " ");
   const lines = [
-    `| # | attack (${runtime}) | expected | observed | pass |`,
+    `| # | attack (${flavor} on ${runtime}) | expected | observed | pass |`,
     "| --- | --- | --- | --- | --- |",
     ...rows.map((r, i) => `| ${i + 1} | ${esc(r.attack)} | ${esc(r.expected)} | ${esc(r.observed)} | ${r.pass ? "yes" : "**NO**"} |`),
   ];

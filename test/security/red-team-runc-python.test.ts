@@ -1,0 +1,3 @@
+import { defineRedTeam } from "./red-team.js";
+
+defineRedTeam("runc", "python");
