@@ -16,6 +16,7 @@ const root = new URL("..", import.meta.url).pathname;
 const cli = join(root, "dist", "cli.js");
 const rowsServer = join(root, "test", "fixtures", "rows-server.mjs");
 const N = Number(process.env.BENCH_RUNS ?? 50);
+const N_LANG = Number(process.env.BENCH_LANG_RUNS ?? 20);
 const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
 const THINK_MS = 800;
 const log = (m) => process.stderr.write(`bench: ${m}\n`);
@@ -59,21 +60,28 @@ async function startServer(dataDir, runtime, poolSize) {
   return { client, pid: transport.pid, close: () => client.close() };
 }
 
-async function timedRun(client, code = "console.log(1)") {
+/** The trivial program each language runtime runs for the latency figures. */
+const HELLO = {
+  node: { code: "console.log(1)", language: "javascript" },
+  bun: { code: "console.log(1)", language: "javascript", runtime: "bun" },
+  python: { code: "print(1)", language: "python" },
+};
+
+async function timedRun(client, code = "console.log(1)", target = HELLO.node) {
   const t = performance.now();
-  const r = await client.callTool({ name: "execute_code", arguments: { code, language: "javascript" } }, undefined, { timeout: 120_000 });
+  const r = await client.callTool({ name: "execute_code", arguments: { ...target, code } }, undefined, { timeout: 120_000 });
   const ms = performance.now() - t;
   const ok = !r.isError && r.structuredContent?.exitCode === 0;
   return { ms, ok, r };
 }
 
-async function latency(client, label) {
+async function latency(client, label, target = HELLO.node, n = N) {
   const xs = [];
   let errors = 0;
-  await timedRun(client); // first call: image, bridge and user dirs ready
+  await timedRun(client, target.code, target); // first call: image, bridge and user dirs ready
   await sleep(THINK_MS * 2);
-  for (let i = 0; i < N; i++) {
-    const { ms, ok } = await timedRun(client);
+  for (let i = 0; i < n; i++) {
+    const { ms, ok } = await timedRun(client, target.code, target);
     if (ok) xs.push(ms);
     else errors++;
     await sleep(THINK_MS); // an agent's think time between calls; the pool refills meanwhile
@@ -117,16 +125,23 @@ async function hostNode() {
   return stats(xs);
 }
 
-async function dockerRun(image, runtime, dataDir) {
+/** Each language runtime's own start-up, as its image's entrypoint would run it. */
+const BARE = {
+  node: ["/usr/local/bin/node", "-e", "0"],
+  bun: ["/usr/local/bin/bun", "-e", "0"],
+  python: ["/usr/bin/python3", "-c", "pass"],
+};
+
+async function dockerRun(image, runtime, dataDir, argv = BARE.node, n = 20) {
   // The same seccomp profile our containers get (under runsc the engine's default one cannot start
   // Node's threads: gVisor ignores its clone3 errnoRet).
   const { forRuntime } = await import(join(root, "dist", "sandbox", "docker", "docker-backend.js"));
   const profile = join(dataDir, `seccomp-${runtime}.json`);
   writeFileSync(profile, JSON.stringify(forRuntime(JSON.parse(readFileSync(join(root, "seccomp", "profile.json"), "utf8")), runtime)));
   const xs = [];
-  for (let i = 0; i < 20; i++) {
+  for (let i = 0; i < n; i++) {
     const t = performance.now();
-    await execFileP("docker", ["run", "--rm", "--network", "none", "--runtime", runtime, "--security-opt", `seccomp=${profile}`, "--entrypoint", "/usr/local/bin/node", image, "-e", "0"]);
+    await execFileP("docker", ["run", "--rm", "--network", "none", "--runtime", runtime, "--security-opt", `seccomp=${profile}`, "--entrypoint", argv[0], image, ...argv.slice(1)]);
     xs.push(performance.now() - t);
   }
   return stats(xs);
@@ -169,6 +184,36 @@ async function tokenEfficiency(client) {
   const bytesDirect = Buffer.byteLength(JSON.stringify(d));
   const bytesViaCode = Buffer.byteLength(JSON.stringify(viaCode));
   return { bytesDirect, bytesViaCode, ratio: round(bytesDirect / bytesViaCode) };
+}
+
+async function hostPython() {
+  const xs = [];
+  for (let i = 0; i < 20; i++) {
+    const t = performance.now();
+    await execFileP("/usr/bin/python3", ["-c", "pass"]);
+    xs.push(performance.now() - t);
+  }
+  return stats(xs);
+}
+
+/**
+ * Cold and warm latency of each language runtime (Node, Bun, Python) on one OCI runtime, beside
+ * `docker run --rm` of the same image running the bare interpreter.
+ */
+async function benchLanguages(runtime, images, dataDir) {
+  const n = N_LANG;
+  const out = {};
+  for (const lang of Object.keys(HELLO)) {
+    out[lang] = { image: images[lang], dockerRunRm: await dockerRun(images[lang], runtime, dataDir, BARE[lang], Math.min(n, 20)) };
+    log(`${runtime} ${lang}: docker run --rm p50 ${out[lang].dockerRunRm.p50} ms`);
+  }
+  const cold = await startServer(dataDir, runtime, 0);
+  for (const lang of Object.keys(HELLO)) out[lang].cold = await latency(cold.client, `${runtime} ${lang} cold`, HELLO[lang], n);
+  await cold.close();
+  const warm = await startServer(dataDir, runtime, 2);
+  for (const lang of Object.keys(HELLO)) out[lang].warm = await latency(warm.client, `${runtime} ${lang} warm`, HELLO[lang], n);
+  await warm.close();
+  return out;
 }
 
 async function benchRuntime(runtime, image, dataDir) {
@@ -218,6 +263,25 @@ function render(result) {
     lines.push(`| idle server RSS ≤ 100 MB | ${r.idleServerRssMb} MB | | ${mark(r.idleServerRssMb <= 100)} |`, "");
     lines.push(`Token efficiency (10,000 rows filtered to 5 in the sandbox): ${r.tokenEfficiency.bytesViaCode} bytes reach the client instead of ${r.tokenEfficiency.bytesDirect} from a direct tool call: ${r.tokenEfficiency.ratio} × fewer.`, "");
   }
+  if (result.languages) {
+    lines.push("## Per language runtime", "");
+    lines.push(
+      `execute_code of a one-line print (\`console.log(1)\` / \`print(1)\`), ${result.languages.runs} runs each, cold (pool 0) and warm (pool 2), ` +
+        "beside `docker run --rm` of the same image running the bare interpreter (`node -e 0`, `bun -e 0`, `python3 -c pass`) with our seccomp profile, " +
+        `and the host's own interpreter where it has one (host \`node -e 0\` p50 ${result.hostNode.p50} ms, host \`python3 -c pass\` p50 ${result.hostPython.p50} ms).`,
+      "",
+    );
+    lines.push("| OCI runtime | language runtime | cold p50 / p95 ms | warm p50 / p95 ms | `docker run --rm` p50 ms | cold ÷ docker run | warm ÷ docker run | warm ÷ host interpreter |");
+    lines.push("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (const [oci, langs] of Object.entries(result.languages.byRuntime)) {
+      for (const [lang, m] of Object.entries(langs)) {
+        const host = lang === "node" ? result.hostNode.p50 : lang === "python" ? result.hostPython.p50 : undefined;
+        const r2 = (a, b) => round((a / b) * 100) / 100;
+        lines.push(`| ${oci} | ${lang} | ${m.cold.p50} / ${m.cold.p95}${m.cold.errors ? ` (${m.cold.errors} errors)` : ""} | ${m.warm.p50} / ${m.warm.p95}${m.warm.errors ? ` (${m.warm.errors} errors)` : ""} | ${m.dockerRunRm.p50} | ${r2(m.cold.p50, m.dockerRunRm.p50)} | ${r2(m.warm.p50, m.dockerRunRm.p50)} | ${host ? r2(m.warm.p50, host) : "n/a (no host Bun)"} |`);
+      }
+    }
+    lines.push("");
+  }
   lines.push(result.notes ?? "");
   return `${lines.join("\n")}\n`;
 }
@@ -232,19 +296,27 @@ if (process.argv.includes("--render")) {
 
 const dataDir = mkdtempSync(join(tmpdir(), "codebox-bench-"));
 try {
-  execFileSync(process.execPath, [cli, "image", "build"], { stdio: "ignore", env: { ...process.env, CODEBOX_DATA_DIR: join(dataDir, "data") } });
+  execFileSync(process.execPath, [cli, "image", "build", "all"], { stdio: "ignore", env: { ...process.env, CODEBOX_DATA_DIR: join(dataDir, "data") } });
   const { defaultImageTag } = await import(join(root, "dist", "sandbox", "docker", "image-builder.js"));
-  const image = defaultImageTag();
+  const image = defaultImageTag("node");
+  const images = { node: image, bun: defaultImageTag("bun"), python: defaultImageTag("python") };
   const runtimes = (process.env.BENCH_RUNTIMES ?? "runc,runsc").split(",");
   const info = JSON.parse(execFileSync("docker", ["info", "--format", "{{json .}}"], { encoding: "utf8" }));
-  const result = { date: new Date().toISOString(), cores: cpus().length, node: process.version, docker: info.ServerVersion, image, hostNode: await hostNode(), runtimes: [] };
-  log(`host node -e 0: p50 ${result.hostNode.p50} ms`);
+  const result = { date: new Date().toISOString(), cores: cpus().length, node: process.version, docker: info.ServerVersion, image, images, hostNode: await hostNode(), hostPython: await hostPython(), runtimes: [], languages: { runs: N_LANG, byRuntime: {} } };
+  log(`host node -e 0: p50 ${result.hostNode.p50} ms; host python3 -c pass: p50 ${result.hostPython.p50} ms`);
+  const only = process.env.BENCH_ONLY; // "languages": just the per-language figures
   for (const rt of runtimes) {
     if (rt === "runsc" && !Object.keys(info.Runtimes ?? {}).includes("runsc")) {
       log("runsc not registered: skipped (run scripts/setup.sh)");
       continue;
     }
-    result.runtimes.push(await benchRuntime(rt, image, dataDir));
+    if (only !== "languages") result.runtimes.push(await benchRuntime(rt, image, dataDir));
+    result.languages.byRuntime[rt] = await benchLanguages(rt, images, dataDir);
+  }
+  if (only === "languages") {
+    // Keep the last full run's other figures.
+    const previous = JSON.parse(readFileSync(join(root, "bench-results", "bench.json"), "utf8"));
+    result.runtimes = previous.runtimes;
   }
   const notesFile = join(root, "bench", "NOTES.md");
   try {

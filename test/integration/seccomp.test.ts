@@ -116,6 +116,69 @@ describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runti
     expect(r.stderr).toBe("");
     expect(r.stdout.trim().split(",")).toEqual(["fs", "tmp", "crypto", "zlib", "worker_threads", "child_process", "loopback http", "webassembly", "atomics", "intl", "os", "timers"]);
   });
+
+  // What Bun itself needs at run time (its own event loop, JIT, workers, spawn, Bun.serve).
+  it("runs Bun's workloads under the profile", async () => {
+    const r = await app.executor.execute({
+      userId: "probe",
+      language: "typescript",
+      runtime: "bun",
+      code: `
+        import fs from "node:fs/promises";
+        import { gzipSync, gunzipSync } from "node:zlib";
+        import { createHash, randomBytes } from "node:crypto";
+        const ok: string[] = [];
+        await fs.writeFile("/workspace/b.txt", "data"); await Bun.write("/tmp/b", "x"); if ((await Bun.file("/workspace/b.txt").text()) === "data") ok.push("fs"); await fs.rm("/workspace/b.txt");
+        createHash("sha256").update(randomBytes(32)).digest("hex"); new Bun.CryptoHasher("sha512").update("x").digest(); ok.push("crypto");
+        if (gunzipSync(gzipSync(Buffer.from("z".repeat(1000)))).length === 1000 && Bun.gunzipSync(Bun.gzipSync(new Uint8Array(10))).length === 10) ok.push("zlib");
+        const w = await new Promise((res, rej) => { const wk = new Worker(URL.createObjectURL(new Blob(["postMessage(21 * 2)"], { type: "application/javascript" }))); wk.onmessage = (e) => { res(e.data); wk.terminate(); }; wk.onerror = rej; });
+        if (w === 42) ok.push("workers");
+        const child = Bun.spawnSync([process.execPath, "-e", "process.exit(3)"]); if (child.exitCode === 3) ok.push("spawn");
+        const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("pong") });
+        if ((await (await fetch(\`http://127.0.0.1:\${server.port}/\`)).text()) === "pong") ok.push("loopback http");
+        server.stop(true);
+        let total = 0; for (let i = 0; i < 2e6; i++) total += i % 7; if (total > 0) ok.push("jit");
+        await Bun.sleep(10); ok.push("timers");
+        console.log(ok.join(","));`,
+    });
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim().split(",")).toEqual(["fs", "crypto", "zlib", "workers", "spawn", "loopback http", "jit", "timers"]);
+  });
+
+  // What CPython needs: threads, subprocesses, asyncio, sockets on loopback, sqlite, hashing, compression.
+  it("runs Python's workloads under the profile", async () => {
+    const r = await app.executor.execute({
+      userId: "probe",
+      language: "python",
+      code: [
+        "import asyncio, concurrent.futures, hashlib, json, multiprocessing, os, socket, sqlite3, subprocess, sys, threading, zlib, ssl, decimal, datetime",
+        "ok = []",
+        "open('/workspace/p.txt', 'w').write('data'); os.rename('/workspace/p.txt', '/workspace/p2.txt'); os.remove('/workspace/p2.txt'); open('/tmp/p', 'w').write('x'); ok.append('fs')",
+        "hashlib.pbkdf2_hmac('sha256', b'p', os.urandom(16), 1000); hashlib.sha3_256(b'x').digest(); ok.append('hashlib')",
+        "assert zlib.decompress(zlib.compress(b'z' * 1000)) == b'z' * 1000; ok.append('zlib')",
+        "with concurrent.futures.ThreadPoolExecutor(4) as ex: assert sum(ex.map(lambda x: x * 2, range(10))) == 90",
+        "ok.append('threads')",
+        "assert subprocess.run([sys.executable, '-c', 'import sys; sys.exit(3)']).returncode == 3; ok.append('subprocess')",
+        // Process works; Pool/Queue/Lock need POSIX semaphores in /dev/shm, which the sandbox does not have (docs/SECURITY.md).
+        "p = multiprocessing.get_context('fork').Process(target=os._exit, args=(4,)); p.start(); p.join(); assert p.exitcode == 4",
+        "ok.append('multiprocessing')",
+        "srv = socket.create_server(('127.0.0.1', 0)); port = srv.getsockname()[1]",
+        "def serve():",
+        "    c, _ = srv.accept(); c.sendall(c.recv(4)); c.close()",
+        "t = threading.Thread(target=serve); t.start()",
+        "cl = socket.create_connection(('127.0.0.1', port)); cl.sendall(b'ping'); assert cl.recv(4) == b'ping'; cl.close(); t.join(); srv.close(); ok.append('loopback tcp')",
+        "async def main():",
+        "    await asyncio.sleep(0.01)",
+        "    return await asyncio.gather(*(asyncio.sleep(0, i) for i in range(3)))",
+        "assert asyncio.run(main()) == [0, 1, 2]; ok.append('asyncio')",
+        "db = sqlite3.connect(':memory:'); db.execute('create table t (x)'); db.execute('insert into t values (1)'); assert db.execute('select sum(x) from t').fetchone()[0] == 1; ok.append('sqlite')",
+        "assert json.loads(json.dumps({'a': [1, 2]}))['a'][1] == 2 and decimal.Decimal('1.1') + 1 == decimal.Decimal('2.1') and datetime.datetime.now().year > 2000; ok.append('stdlib')",
+        "print(','.join(ok))",
+      ].join("\n"),
+    });
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim().split(",")).toEqual(["fs", "hashlib", "zlib", "threads", "subprocess", "multiprocessing", "loopback tcp", "asyncio", "sqlite", "stdlib"]);
+  });
 });
 
 describe("attribution (control container without the profile, runc)", () => {

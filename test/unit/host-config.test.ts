@@ -1,9 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_PROFILES } from "../../src/config/schema.js";
+import { RUNTIMES, RUNTIME_SPECS } from "../../src/sandbox/runtimes.js";
 import { containerSpec } from "../../src/sandbox/docker/host-config.js";
 
 const spec = containerSpec({
   image: "img",
+  runtimeSpec: RUNTIME_SPECS.node,
   uid: 10001,
   labels: { a: "b" },
   profile: DEFAULT_PROFILES.standard,
@@ -21,6 +23,7 @@ describe("hardened container spec", () => {
   it("runs as the given non-root user with only our environment", () => {
     expect(spec.User).toBe("10001:10001");
     expect(spec.Env).toEqual(["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"]);
+    expect(spec.Cmd).toEqual(["/usr/local/bin/node", "--max-old-space-size=256", "/opt/codebox/runner.mjs"]);
     expect(spec.WorkingDir).toBe("/workspace");
   });
   it("drops all capabilities, forbids new privileges and applies the seccomp profile", () => {
@@ -56,4 +59,16 @@ describe("hardened container spec", () => {
     expect(hc.LogConfig?.Type).toBe("none");
     expect(hc.AutoRemove).toBe(true);
   });
+});
+
+describe("the container spec of each language runtime", () => {
+  for (const name of RUNTIMES) {
+    it(`${name}: its runner is PID 1, only its own variables, the same hardening`, () => {
+      const s = containerSpec({ image: "img", runtimeSpec: RUNTIME_SPECS[name], uid: 10001, labels: { a: "b" }, profile: DEFAULT_PROFILES.standard, runtime: "runc", seccompJson: '{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}', workspaceDir: "/data/users/u/workspace", skillsDir: "/data/users/u/skills", nofile: 256, fsizeBytes: 1024 });
+      expect(s.Cmd?.[0]).toMatch(/^\/usr\/(local\/)?bin\/(node|bun|python3)$/);
+      expect(s.Cmd?.at(-1)).toMatch(/^\/opt\/codebox\/runner\.(mjs|py)$/);
+      expect(s.Env?.every((e) => /^(HOME|TMPDIR|PATH|NODE_|BUN_|DO_NOT_TRACK|PYTHON)/.test(e))).toBe(true);
+      expect(s.HostConfig).toEqual(hc);
+    });
+  }
 });
