@@ -1,0 +1,147 @@
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { App } from "../../src/app.js";
+import type { Language, RuntimeName } from "../../src/sandbox/runtimes.js";
+import { closeAndCheck, expectNoRunContainers, testApp } from "../helpers.js";
+
+// Python and Bun in real containers: the runner contract (output, exit codes, errors, imports,
+// files) as each language's users expect it. Hardening is the same spec for every runtime (unit
+// test) and is attacked per runtime by the red-team suite.
+describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) => {
+  let app: App;
+  const run = (code: string, language: Language, runtime?: RuntimeName, opts: { timeoutMs?: number; userId?: string } = {}) =>
+    app.executor.execute({ userId: opts.userId ?? "rt-user", code, language, runtime, timeoutMs: opts.timeoutMs });
+  const py = (code: string, opts?: { timeoutMs?: number; userId?: string }) => run(code, "python", undefined, opts);
+  const bun = (code: string, language: Language = "typescript") => run(code, language, "bun");
+
+  beforeAll(() => {
+    app = testApp({ "sandbox.runtime": oci });
+  });
+  afterEach(async () => {
+    await expectNoRunContainers(app);
+  });
+  afterAll(async () => {
+    await closeAndCheck(app);
+  });
+
+  describe("Python", () => {
+    it("runs as __main__ in /workspace on CPython 3.11+ and returns what it printed", async () => {
+      const r = await py("import os, sys\nprint(__name__, os.getcwd(), sys.version_info >= (3, 11), __file__)");
+      expect(r).toMatchObject({ exitCode: 0, stdout: "__main__ /workspace True /workspace/__codebox_main__.py\n", stderr: "", timedOut: false, oomKilled: false });
+    });
+
+    it("passes sys.exit codes through, and reports an exception with the code's own lines", async () => {
+      expect((await py("import sys\nsys.exit(3)")).exitCode).toBe(3);
+      expect((await py("raise SystemExit('bye')")).stderr).toBe("bye\n");
+      const r = await py("def f(x):\n    return 1 / x\n\nf(0)");
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toContain('File "/workspace/__codebox_main__.py", line 2, in f');
+      expect(r.stderr).toContain("return 1 / x");
+      expect(r.stderr).toContain("ZeroDivisionError: division by zero");
+      expect(r.stderr).not.toContain("/opt/codebox");
+    });
+
+    it("reports a syntax error with its line", async () => {
+      const r = await py("x = 1\ny = (");
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toMatch(/line 2[\s\S]*SyntaxError/);
+    });
+
+    it("allows top-level await, gives input() an EOF, and prints output from threads and atexit before it ends", async () => {
+      const r = await py(
+        [
+          "import asyncio, atexit, threading, time",
+          "await asyncio.sleep(0.01)",
+          "print('awaited')",
+          "try:",
+          "    input()",
+          "except EOFError:",
+          "    print('eof')",
+          "atexit.register(lambda: print('atexit'))",
+          "threading.Thread(target=lambda: (time.sleep(0.3), print('thread'))).start()",
+        ].join("\n"),
+      );
+      expect(r.stdout).toBe("awaited\neof\nthread\natexit\n");
+      expect(r.exitCode).toBe(0);
+    });
+
+    it("imports the code's own modules from /workspace without writing bytecode there", async () => {
+      await py("open('/workspace/helper_mod.py', 'w').write('def twice(x):\\n    return 2 * x\\n')");
+      const r = await py("from helper_mod import twice\nprint(twice(21))");
+      expect(r.stdout).toBe("42\n");
+      const ws = (await app.dirs.ensure("rt-user")).workspace;
+      expect(existsSync(join(ws, "__pycache__"))).toBe(false);
+    });
+
+    it("imports the starter skills and a saved Python skill whose name has a hyphen", async () => {
+      await app.files.saveSkill("rt-user", { name: "word-count", description: "Counts words.", code: "def count(text):\n    return len(text.split())\n", language: "python" });
+      const r = await py(
+        [
+          "from skills.csv import parse_csv, to_csv",
+          "from skills.table import markdown_table",
+          "from skills.word_count import count",
+          "rows = parse_csv('a,b\\n1,\"x, y\"')",
+          "print(rows[1][1], '|', to_csv(rows).splitlines()[1])",
+          "print(markdown_table([{'id': 1}]).splitlines()[0])",
+          "print(count('one two three'))",
+        ].join("\n"),
+      );
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toBe('x, y | 1,"x, y"\n| id |\n3\n');
+      const skills = await app.files.listSkills("rt-user");
+      expect(skills.find((s) => s.name === "word-count")).toMatchObject({ languages: ["python"], pythonImport: "skills.word_count" });
+      expect(skills.find((s) => s.name === "csv")?.languages).toEqual(["typescript", "python"]);
+    });
+
+    it("kills an endless loop at the timeout", async () => {
+      const r = await py("while True:\n    pass", { timeoutMs: 2_000 });
+      expect(r.timedOut).toBe(true);
+      expect(r.exitCode).toBeNull();
+    });
+
+    it("reports a large allocation as oomKilled", async () => {
+      const r = await py("b = bytearray(b'x') * (1 << 30)\nprint(len(b))");
+      expect(r.oomKilled).toBe(true);
+    });
+  });
+
+  describe("Bun", () => {
+    it("runs TypeScript natively, with relative imports against /workspace", async () => {
+      writeFileSync(join((await app.dirs.ensure("rt-user")).workspace, "util.ts"), "export const twice = (n: number): number => n * 2;\n");
+      const r = await bun('import { twice } from "./util.ts"; const n: number = 21; console.log(twice(n), typeof Bun, import.meta.url)');
+      expect(r).toMatchObject({ exitCode: 0, stdout: "42 object file:///workspace/__codebox_main__.ts\n", stderr: "" });
+    });
+
+    it("runs JavaScript, imports the starter skills, and passes exit codes through", async () => {
+      const r = await bun('import { parseCsv } from "/skills/csv/index.ts"; console.log(parseCsv("a,b\\n1,2")[1][1]); process.exitCode = 5', "javascript");
+      expect(r.stdout).toBe("2\n");
+      expect(r.exitCode).toBe(5);
+    });
+
+    it("reports thrown errors and syntax errors with their location, without the runner's frames", async () => {
+      const thrown = await bun('throw new Error("boom")');
+      expect(thrown.exitCode).toBe(1);
+      expect(thrown.stderr).toContain("Error: boom");
+      expect(thrown.stderr).not.toContain("/opt/codebox");
+      const syntax = await bun("const a = 1;\nconst b = ;");
+      expect(syntax.exitCode).toBe(1);
+      expect(syntax.stderr).toMatch(/SyntaxError[\s\S]*__codebox_main__\.ts:2:/);
+    });
+
+    it("kills an endless loop at the timeout", async () => {
+      const r = await run("while (true) {}", "javascript", "bun", { timeoutMs: 2_000 });
+      expect(r.timedOut).toBe(true);
+    });
+  });
+
+  it("refuses a runtime that does not run the language, and keeps serving", async () => {
+    await expect(run("print(1)", "python", "bun")).rejects.toThrow(/does not run Python/);
+    expect((await py("print('still here')")).stdout).toBe("still here\n");
+  });
+
+  it("writes no file of its own into the workspace (the main module lives in memory)", () => {
+    const ws = join(app.config.dataDir, "users", "rt-user", "workspace");
+    expect(readdirSync(ws).filter((n) => n.startsWith("__codebox_main__"))).toEqual([]);
+  });
+});
