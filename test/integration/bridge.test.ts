@@ -267,7 +267,7 @@ describe("search_tools, through a real MCP client", () => {
     try {
       const search = async (args: Record<string, unknown>) => ((await client.callTool({ name: "search_tools", arguments: args })) as CallToolResult).structuredContent as { tools: Array<Record<string, unknown>> };
       const byName = await search({ query: "rows", detail: "name" });
-      expect(byName.tools[0]).toEqual({ server: "rows", tool: "list_rows", import: "/servers/rows/index.ts", function: "listRows" });
+      expect(byName.tools[0]).toEqual({ server: "rows", tool: "list_rows", import: "/servers/rows/index.ts", function: "listRows", python: "from servers.rows import list_rows" });
       const summary = await search({ query: "echo message", detail: "summary" });
       expect(summary.tools[0]).toMatchObject({ tool: "echo", description: "Echo a message back." });
       expect(summary.tools[0]).not.toHaveProperty("inputSchema");
