@@ -276,7 +276,7 @@ function render(result) {
     for (const [oci, langs] of Object.entries(result.languages.byRuntime)) {
       for (const [lang, m] of Object.entries(langs)) {
         const host = lang === "node" ? result.hostNode.p50 : lang === "python" ? result.hostPython.p50 : undefined;
-        const r2 = (a, b) => round((a / b) * 100) / 100;
+        const r2 = (a, b) => Math.round((a / b) * 100) / 100;
         lines.push(`| ${oci} | ${lang} | ${m.cold.p50} / ${m.cold.p95}${m.cold.errors ? ` (${m.cold.errors} errors)` : ""} | ${m.warm.p50} / ${m.warm.p95}${m.warm.errors ? ` (${m.warm.errors} errors)` : ""} | ${m.dockerRunRm.p50} | ${r2(m.cold.p50, m.dockerRunRm.p50)} | ${r2(m.warm.p50, m.dockerRunRm.p50)} | ${host ? r2(m.warm.p50, host) : "n/a (no host Bun)"} |`);
       }
     }

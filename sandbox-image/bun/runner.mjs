@@ -48,7 +48,8 @@ for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string
 
 // The host's completion line: see the Node runner.
 if (typeof payload.done === "string") {
-  const trailer = (code) => `\u0000CODEBOX-DONE:${payload.done}:${code}\n`;
+  const nonce = payload.done;
+  const trailer = (code) => `\u0000CODEBOX-DONE:${nonce}:${code}\n`;
   process.on("exit", (code) => {
     try {
       writeSync(1, trailer(code ?? 0));

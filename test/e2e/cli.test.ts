@@ -70,6 +70,21 @@ describe("the MCP Inspector CLI", () => {
     expect(json.structuredContent).toMatchObject({ stdout: "42\n", exitCode: 0, timedOut: false });
   });
 
+  it("calls execute_code with Python", async () => {
+    const r = await exec(join(repoRoot, "node_modules", ".bin", "mcp-inspector"), [
+      "--cli",
+      "-e", `CODEBOX_DATA_DIR=${dataDir}`,
+      "-e", `CODEBOX_USER_ID=${USER}`,
+      process.execPath, cliPath,
+      "--method", "tools/call",
+      "--tool-name", "execute_code",
+      "--tool-arg", "code=print(sum(range(7)))",
+      "--tool-arg", "language=python",
+    ]);
+    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as CallToolResult;
+    expect(json.structuredContent).toMatchObject({ stdout: "21\n", exitCode: 0 });
+  });
+
   it("lists the tools", async () => {
     const r = await exec(join(repoRoot, "node_modules", ".bin", "mcp-inspector"), ["--cli", "-e", `CODEBOX_DATA_DIR=${dataDir}`, process.execPath, cliPath, "--method", "tools/list"]);
     const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as { tools: Array<{ name: string }> };
@@ -82,6 +97,11 @@ describe("codebox-mcp doctor", () => {
     const r = await exec(process.execPath, [cliPath, "doctor"]);
     expect(r.stdout).toContain("all checks passed");
     expect(r.code).toBe(0);
+    // Each language runtime's image, and a run in each.
+    for (const runtime of ["node", "bun", "python"]) {
+      expect(r.stdout).toMatch(new RegExp(`ok\\s+image ${runtime}\\s+codebox-mcp-sandbox`));
+      expect(r.stdout).toMatch(new RegExp(`ok\\s+sandbox run ${runtime}\\s`));
+    }
   });
 
   it("exits non-zero and names the fix when the engine is stopped", async () => {
@@ -111,6 +131,16 @@ describe("codebox-mcp run", () => {
     const failing = await exec(process.execPath, [cliPath, "run", "--lang", "js", "-e", "console.error('bad'); process.exit(4)"]);
     expect(failing.code).toBe(4);
     expect(failing.stderr).toContain("bad");
+  });
+
+  it("runs Python (--lang py, or a .py file) and Bun (--bun)", async () => {
+    const py = await exec(process.execPath, [cliPath, "run", "--lang", "py", "-e", "import sys\nprint('py')\nsys.exit(3)"]);
+    expect(py).toMatchObject({ code: 3, stdout: "py\n" });
+    const file = join(dataDir, "script.py");
+    (await import("node:fs")).writeFileSync(file, "print(2 ** 10)\n");
+    expect(await exec(process.execPath, [cliPath, "run", file])).toMatchObject({ code: 0, stdout: "1024\n" });
+    const bun = await exec(process.execPath, [cliPath, "run", "--bun", "-e", "console.log(process.versions.bun ? 'bun' : 'node')"]);
+    expect(bun).toMatchObject({ code: 0, stdout: "bun\n" });
   });
 
   it("explains usage errors", async () => {

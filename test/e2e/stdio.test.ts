@@ -82,8 +82,23 @@ describe("execute_code over stdio", () => {
     expect(tooLong.isError).toBe(true);
     expect(text(tooLong)).toMatch(/timeoutMs/);
 
+    const pythonOnBun = await call({ code: "print(1)", language: "python", runtime: "bun" });
+    expect(pythonOnBun.isError).toBe(true);
+    expect(text(pythonOnBun)).toMatch(/does not run Python/);
+
+    const badRuntime = await call({ code: "1", runtime: "deno" });
+    expect(badRuntime.isError).toBe(true);
+    expect(text(badRuntime)).toMatch(/runtime/);
+
     const ok = await call({ code: "console.log('still here')", language: "javascript" });
     expect(ok.structuredContent).toMatchObject({ stdout: "still here\n", exitCode: 0 });
+  });
+
+  it("runs Python and runs TypeScript on Bun, each in its own image", async () => {
+    const py = await call({ code: "import sys\nprint(sys.implementation.name, 6 * 7)", language: "python" });
+    expect(py.structuredContent).toMatchObject({ stdout: "cpython 42\n", exitCode: 0 });
+    const bun = await call({ code: "const n: number = 42; console.log(typeof Bun, n)", runtime: "bun" });
+    expect(bun.structuredContent).toMatchObject({ stdout: "object 42\n", exitCode: 0 });
   });
 
   it("kills and removes the container when the client cancels the call", async () => {

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -133,6 +134,24 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
       const r = await run("while (true) {}", "javascript", "bun", { timeoutMs: 2_000 });
       expect(r.timedOut).toBe(true);
     });
+  });
+
+  // The host returns a result as soon as both streams carry this line (~130 ms before the engine
+  // reports the exit); a runner that forgets it still works, only slower, so it is checked here.
+  it.each([
+    ["node", "typescript", "console.log('out'); console.error('err'); process.exitCode = 3"],
+    ["bun", "typescript", "console.log('out'); console.error('err'); process.exitCode = 3"],
+    ["python", "python", "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)"],
+  ] as const)("the %s runner ends stdout and stderr with the completion line", async (runtime, language, code) => {
+    const image = await app.backend.ensureImage(runtime);
+    const payload = `${JSON.stringify({ code, language, env: {}, done: "nonce42" })}\n`;
+    // Our seccomp profile: under gVisor the engine's default one cannot start Node's or Bun's threads.
+    const profile = join(app.config.dataDir, `seccomp-${oci}.json`);
+    writeFileSync(profile, app.backend.seccomp());
+    const r = spawnSync("docker", ["run", "-i", "--rm", "--network", "none", "--runtime", oci, "--security-opt", `seccomp=${profile}`, image], { input: payload, encoding: "latin1", timeout: 60_000 });
+    expect(r.stdout).toBe("out\n\u0000CODEBOX-DONE:nonce42:3\n");
+    expect(r.stderr).toBe("err\n\u0000CODEBOX-DONE:nonce42:3\n");
+    expect(r.status).toBe(3);
   });
 
   it("refuses a runtime that does not run the language, and keeps serving", async () => {
