@@ -216,6 +216,13 @@ describe("skills", () => {
     expect(out(await exec(alice, 'try { await import("/skills/double-it/index.ts"); console.log("still there") } catch { console.log("gone") }'))).toBe("gone\n");
   });
 
+  it("saves a Python skill over HTTP that only its user's Python code can import", async () => {
+    const saved = (await alice.callTool({ name: "save_skill", arguments: { name: "py-double", description: "Doubles a number", code: "def double(n):\n    return n * 2\n", language: "python" } })) as CallToolResult;
+    expect(saved.structuredContent).toMatchObject({ import: "skills.py_double", languages: ["python"] });
+    expect(out(await exec(alice, "from skills.py_double import double\nprint(double(21))", { language: "python" }))).toBe("42\n");
+    expect(out(await exec(bob, "try:\n    import skills.py_double\n    print('visible')\nexcept ImportError:\n    print('not visible')", { language: "python" }))).toBe("not visible\n");
+  });
+
   it("refuses invalid skill names with a clear error", async () => {
     for (const name of ["../escape", "Upper", "a/b", "-dash", "x".repeat(65), "", "csv"]) {
       const r = (await alice.callTool({ name: "save_skill", arguments: { name, description: "d", code: "export {}" } })) as CallToolResult;
