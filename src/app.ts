@@ -5,6 +5,7 @@ import { createMcpServer } from "./mcp/server.js";
 import type { SandboxBackend } from "./sandbox/backend.js";
 import { DockerSandboxBackend } from "./sandbox/docker/docker-backend.js";
 import { CodeExecutor } from "./sandbox/executor.js";
+import { defaultRuntime } from "./sandbox/runtimes.js";
 import { errorMessage } from "./shared/errors.js";
 import type { Logger } from "./shared/logger.js";
 import { join } from "node:path";
@@ -79,7 +80,8 @@ export function createApp(config: Config, logger: Logger): App {
       try {
         const removed = await backend.reapOrphans();
         if (removed > 0) logger.info(`removed ${removed} sandbox container(s) left by a server that exited`);
-        await backend.ensureImage();
+        // The default runtime's image now; the others' when first used.
+        await backend.ensureImage(defaultRuntime(config.sandbox.runtimes));
       } catch (err) {
         logger.warn(`start-up check failed; tool calls will report it until fixed: ${errorMessage(err)}`);
       }

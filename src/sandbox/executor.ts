@@ -12,7 +12,7 @@ import type { SkillStore } from "../stores/skills.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import type { Language, PreparedSandbox, RunResult, SandboxBackend } from "./backend.js";
-import { type RuntimeName, runtimeFor } from "./runtimes.js";
+import { type RuntimeName, defaultRuntime, runtimeFor } from "./runtimes.js";
 import { type WarmEntry, WarmPool } from "./pool.js";
 import { BusyError, RunLimiter } from "./limits.js";
 
@@ -72,8 +72,11 @@ export class CodeExecutor {
     this.accepting = false;
   }
 
-  /** Starts warm containers for a user ahead of their first run (stdio: the local user). */
-  prewarm(userId: string, runtime: RuntimeName = "node"): void {
+  /**
+   * Starts warm containers for a user ahead of their first run (stdio: the local user), in the
+   * default runtime (Node when it is offered, else the first one offered).
+   */
+  prewarm(userId: string, runtime: RuntimeName = defaultRuntime(this.config.sandbox.runtimes)): void {
     if (!this.accepting || !this.config.sandbox.runtimes.includes(runtime)) return;
     const name = this.config.sandbox.profile;
     this.pool.refill(poolKey(userId, name, runtime), () => this.prepareEntry(userId, name, runtime, `warm-${randomUUID()}`, this.config.sandbox.profiles[name].timeoutMs, this.config.sandbox.pool.idleMs));

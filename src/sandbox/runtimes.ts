@@ -100,6 +100,11 @@ export function runtimeFor(language: Language, runtime: RuntimeName | undefined,
   return chosen;
 }
 
+/** The runtime used when nothing says otherwise: Node when it is offered, else the first offered. */
+export function defaultRuntime(enabled: readonly RuntimeName[]): RuntimeName {
+  return enabled.includes("node") ? "node" : (enabled[0] ?? "node");
+}
+
 /** The languages the enabled runtimes can run. */
 export function languagesOf(enabled: readonly RuntimeName[]): Language[] {
   return LANGUAGES.filter((l) => enabled.some((r) => RUNTIME_SPECS[r].languages.includes(l)));

@@ -2,7 +2,7 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
 import type { CodeExecutor } from "../../sandbox/executor.js";
 import { SANDBOX_PROBE_JS, SANDBOX_PROBE_PY, type SandboxFacts } from "../../sandbox/probe.js";
-import type { RuntimeName } from "../../sandbox/runtimes.js";
+import { type RuntimeName, defaultRuntime } from "../../sandbox/runtimes.js";
 import { SandboxError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
@@ -43,13 +43,13 @@ export function registerSandboxInfoTool(server: McpServer, deps: { executor: Cod
         "Starts a sandbox and reports its isolation as measured from inside it: uid, capabilities, seccomp mode, no-new-privileges, " +
         "read-only root, which paths are writable, network reachability (internet, cloud metadata, DNS), memory/CPU/process/file limits, runtime. " +
         `Each language runtime has its own image: pass runtime (${choices.join(", ")}) to inspect that one. Use it to check a deployment; it changes nothing.`,
-      inputSchema: { runtime: z.enum(choices).optional().describe(`Which language runtime's sandbox to inspect (default ${choices.includes("node") ? "node" : choices[0]}).`) },
+      inputSchema: { runtime: z.enum(choices).optional().describe(`Which language runtime's sandbox to inspect (default ${defaultRuntime(choices)}).`) },
       outputSchema: facts.shape,
       annotations: { title: "Inspect the sandbox", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     },
     async (args, extra) => {
       try {
-        const runtime = args.runtime ?? (choices.includes("node") ? "node" : choices[0]);
+        const runtime = args.runtime ?? defaultRuntime(choices);
         const python = runtime === "python";
         const r = await deps.executor.execute({ userId: deps.userIdFor(extra.authInfo), code: python ? SANDBOX_PROBE_PY : SANDBOX_PROBE_JS, language: python ? "python" : "javascript", runtime, signal: extra.signal });
         if (r.exitCode !== 0) throw new SandboxError(`the probe failed in the sandbox (exit ${r.exitCode}): ${r.stderr.slice(0, 500)}`);

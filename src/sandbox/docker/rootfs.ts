@@ -4,7 +4,7 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, promises as fs, readFileSync, realpathSync } from "node:fs";
-import { arch, tmpdir } from "node:os";
+import { arch, homedir, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
@@ -161,21 +161,43 @@ export async function stageBun(s: Staging, logger: Logger): Promise<void> {
   await fs.rm(binary, { force: true });
 }
 
+/** Where fetched runtime packages are kept between image builds (checked again on every use). */
+function cacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME && process.env.XDG_CACHE_HOME.startsWith("/") ? process.env.XDG_CACHE_HOME : join(homedir(), ".cache");
+  return join(base, "codebox-mcp");
+}
+
+async function integrityOf(file: string): Promise<string> {
+  return `sha512-${createHash("sha512").update(await fs.readFile(file)).digest("base64")}`;
+}
+
 async function fetchBun(dir: string, logger: Logger): Promise<string> {
   const pkg = BUN_PACKAGES[bunVariant()]!;
   const spec = `${pkg.name}@${BUN_VERSION}`;
-  logger.info(`fetching Bun ${BUN_VERSION} (${pkg.name}) from the npm registry`);
-  let filename: string;
-  try {
-    // npm, not a bare HTTPS request: it honours the user's registry, proxy and CA settings.
-    const { stdout } = await execFileP("npm", ["pack", spec, "--pack-destination", dir, "--json", "--loglevel=error"], { maxBuffer: 16 * 1024 * 1024, timeout: 300_000 });
-    filename = (JSON.parse(stdout) as Array<{ filename: string }>)[0]!.filename;
-  } catch (err) {
-    throw new ImageBuildError(`could not fetch ${spec} with \`npm pack\` (${(err as Error).message.split("\n")[0]}); check that npm reaches its registry, or turn the bun runtime off (sandbox.runtimes)`, err);
+  const cached = join(cacheDir(), `${pkg.name.replace(/[@/]/g, "_")}-${BUN_VERSION}.tgz`);
+  let tarball: string;
+  if ((await integrityOf(cached).catch(() => "")) === pkg.integrity) {
+    tarball = cached;
+  } else {
+    logger.info(`fetching Bun ${BUN_VERSION} (${pkg.name}) from the npm registry`);
+    let filename: string;
+    try {
+      // npm, not a bare HTTPS request: it honours the user's registry, proxy and CA settings.
+      const { stdout } = await execFileP("npm", ["pack", spec, "--pack-destination", dir, "--json", "--loglevel=error"], { maxBuffer: 16 * 1024 * 1024, timeout: 300_000 });
+      filename = (JSON.parse(stdout) as Array<{ filename: string }>)[0]!.filename;
+    } catch (err) {
+      throw new ImageBuildError(`could not fetch ${spec} with \`npm pack\` (${(err as Error).message.split("\n")[0]}); check that npm reaches its registry, or turn the bun runtime off (sandbox.runtimes)`, err);
+    }
+    tarball = join(dir, filename);
+    const digest = await integrityOf(tarball);
+    if (digest !== pkg.integrity) throw new ImageBuildError(`${spec} does not match its pinned integrity (got ${digest}); refusing to use it`);
+    // Kept for the next build (an upgrade of codebox-mcp rebuilds the image); best effort.
+    await fs
+      .mkdir(dirname(cached), { recursive: true, mode: 0o700 })
+      .then(() => fs.copyFile(tarball, `${cached}.tmp`))
+      .then(() => fs.rename(`${cached}.tmp`, cached))
+      .catch((err: unknown) => logger.debug("could not cache the Bun package", { err }));
   }
-  const tarball = join(dir, filename);
-  const digest = `sha512-${createHash("sha512").update(await fs.readFile(tarball)).digest("base64")}`;
-  if (digest !== pkg.integrity) throw new ImageBuildError(`${spec} does not match its pinned integrity (got ${digest}); refusing to use it`);
   const out = join(dir, "bun.bin");
   const ex = extract();
   let found = false;
@@ -189,7 +211,7 @@ async function fetchBun(dir: string, logger: Logger): Promise<string> {
     }
   });
   await pipeline(createReadStream(tarball), createGunzip(), ex);
-  await fs.rm(tarball, { force: true });
+  if (tarball !== cached) await fs.rm(tarball, { force: true });
   if (!found) throw new ImageBuildError(`${spec} has no package/bin/bun`);
   return out;
 }
