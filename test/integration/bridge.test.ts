@@ -105,6 +105,30 @@ describe("calling upstream tools from sandboxed code", () => {
       try { await listRows({ count: 100000 }); } catch (e) { console.log(e.status, e.message); }`);
     expect(r.stdout).toMatch(/^413 .*limit is 4194304.*Ask the tool for less/);
   });
+
+  it("gives Python the same refusals as MCPToolError with the status", async () => {
+    const r = await app.executor.execute({
+      userId: "alice",
+      language: "python",
+      code: [
+        "from servers.client import MCPToolError",
+        "from servers.rows import echo, list_rows",
+        "try:",
+        "    list_rows(count=100000)",
+        "except MCPToolError as e:",
+        "    print(e.status, str(e)[:40])",
+        "ok = 0",
+        "try:",
+        "    for i in range(25):",
+        "        echo(message=str(i))",
+        "        ok += 1",
+        "except MCPToolError as e:",
+        "    print(ok, e.status)",
+      ].join("\n"),
+    });
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(/^413 rows\.list_rows: .*\n19 429\n$/);
+  });
 });
 
 describe("run tokens", () => {
@@ -315,6 +339,10 @@ describe("TCP mode (for engines that cannot share a unix socket)", () => {
       );
       expect(r.stderr).toBe("");
       expect(r.stdout).toBe("echo: tcp 401 false\n");
+      // The Python client takes the same URL.
+      const py = await t.app.executor.execute({ userId: "alice", language: "python", code: "import os\nfrom servers.rows import echo\nprint(echo(message='tcp-py'), 'CODEBOX_BRIDGE_URL' in os.environ)" });
+      expect(py.stderr).toBe("");
+      expect(py.stdout).toBe("echo: tcp-py True\n");
     } finally {
       await t.app.close();
       removeDir(t.app.config.dataDir);
