@@ -27,6 +27,8 @@ const pct = (xs, p) => {
 };
 const stats = (xs) => ({ n: xs.length, p50: round(pct(xs, 50)), p95: round(pct(xs, 95)), p99: round(pct(xs, 99)) });
 const round = (x) => Math.round(x * 10) / 10;
+/** a ÷ b to two decimals, for the ratio columns. */
+const ratio = (a, b) => Math.round((a / b) * 100) / 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function rssMb(pid) {
@@ -256,10 +258,10 @@ function render(result) {
     lines.push("");
     const t4 = r.throughput.find((t) => t.concurrency === 4);
     lines.push("| target | figure | ratio | |", "| --- | --- | --- | --- |");
-    lines.push(`| warm p50 ≤ 0.3 × host \`node -e 0\` | ${r.warm.p50} ms vs ${node} ms | ${round(r.warm.p50 / node * 100) / 100} | ${mark(r.warm.p50 <= 0.3 * node)} |`);
-    lines.push(`| cold p50 ≤ 0.8 × \`docker run --rm\` | ${r.cold.p50} ms vs ${dr} ms | ${round(r.cold.p50 / dr * 100) / 100} | ${mark(r.cold.p50 <= 0.8 * dr)} |`);
-    lines.push(`| throughput at 4 ≥ 3 × (1 / \`docker run --rm\`) | ${t4.runsPerSecond} runs/s vs ${round(3000 / dr)} | ${round(t4.runsPerSecond / (3000 / dr) * 100) / 100} | ${mark(t4.runsPerSecond >= 3000 / dr)} |`);
-    lines.push(`| callMCPTool p50 ≤ 1.5 × direct client call | ${r.bridge.sandbox.p50} ms vs ${r.bridge.direct.p50} ms (p95 ${r.bridge.sandbox.p95} vs ${r.bridge.direct.p95}) | ${round(r.bridge.sandbox.p50 / r.bridge.direct.p50 * 100) / 100} | ${mark(r.bridge.sandbox.p50 <= 1.5 * r.bridge.direct.p50)} |`);
+    lines.push(`| warm p50 ≤ 0.3 × host \`node -e 0\` | ${r.warm.p50} ms vs ${node} ms | ${ratio(r.warm.p50, node)} | ${mark(r.warm.p50 <= 0.3 * node)} |`);
+    lines.push(`| cold p50 ≤ 0.8 × \`docker run --rm\` | ${r.cold.p50} ms vs ${dr} ms | ${ratio(r.cold.p50, dr)} | ${mark(r.cold.p50 <= 0.8 * dr)} |`);
+    lines.push(`| throughput at 4 ≥ 3 × (1 / \`docker run --rm\`) | ${t4.runsPerSecond} runs/s vs ${round(3000 / dr)} | ${ratio(t4.runsPerSecond, 3000 / dr)} | ${mark(t4.runsPerSecond >= 3000 / dr)} |`);
+    lines.push(`| callMCPTool p50 ≤ 1.5 × direct client call | ${r.bridge.sandbox.p50} ms vs ${r.bridge.direct.p50} ms (p95 ${r.bridge.sandbox.p95} vs ${r.bridge.direct.p95}) | ${ratio(r.bridge.sandbox.p50, r.bridge.direct.p50)} | ${mark(r.bridge.sandbox.p50 <= 1.5 * r.bridge.direct.p50)} |`);
     lines.push(`| idle server RSS ≤ 100 MB | ${r.idleServerRssMb} MB | | ${mark(r.idleServerRssMb <= 100)} |`, "");
     lines.push(`Token efficiency (10,000 rows filtered to 5 in the sandbox): ${r.tokenEfficiency.bytesViaCode} bytes reach the client instead of ${r.tokenEfficiency.bytesDirect} from a direct tool call: ${r.tokenEfficiency.ratio} × fewer.`, "");
   }
@@ -276,7 +278,7 @@ function render(result) {
     for (const [oci, langs] of Object.entries(result.languages.byRuntime)) {
       for (const [lang, m] of Object.entries(langs)) {
         const host = lang === "node" ? result.hostNode.p50 : lang === "python" ? result.hostPython.p50 : undefined;
-        const r2 = (a, b) => Math.round((a / b) * 100) / 100;
+        const r2 = ratio;
         lines.push(`| ${oci} | ${lang} | ${m.cold.p50} / ${m.cold.p95}${m.cold.errors ? ` (${m.cold.errors} errors)` : ""} | ${m.warm.p50} / ${m.warm.p95}${m.warm.errors ? ` (${m.warm.errors} errors)` : ""} | ${m.dockerRunRm.p50} | ${r2(m.cold.p50, m.dockerRunRm.p50)} | ${r2(m.warm.p50, m.dockerRunRm.p50)} | ${host ? r2(m.warm.p50, host) : "n/a (no host Bun)"} |`);
       }
     }
