@@ -151,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(r.stderr);
         if (r.stdoutTruncated || r.stderrTruncated) logger.warn(`output cut at ${config.sandbox.maxOutputBytes} bytes per stream (stdout ${r.stdoutBytes} bytes, stderr ${r.stderrBytes} bytes in all)`);
         if (r.timedOut) logger.error(`timed out after ${r.durationMs} ms; the sandbox was killed`);
-        if (r.oomKilled) logger.error("killed: out of memory");
+        if (r.oomKilled) logger.error(r.exitCode === 137 ? "killed: out of memory" : "out of memory");
         return r.exitCode ?? (r.timedOut ? 124 : 137);
       } finally {
         await app.close();

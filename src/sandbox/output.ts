@@ -105,3 +105,17 @@ export function decodeCapped(bytes: Buffer, truncated: boolean): string {
   }
   return new TextDecoder("utf-8", { fatal: false }).decode(bytes.subarray(0, end));
 }
+
+/**
+ * Whether a run that exited on its own ran out of memory inside its language runtime rather
+ * than at the cgroup limit: V8 aborting at its heap limit ("JavaScript heap out of memory"; the
+ * heap limit equals the memory limit, so which one a runaway heap meets first varies, notably
+ * under gVisor), or Python ending on an uncaught MemoryError. `stderrEnd` is the end of stderr.
+ */
+export function languageOutOfMemory(exitCode: number, stderrEnd: string): boolean {
+  if (exitCode === 0) return false;
+  if (/FATAL ERROR: .*JavaScript heap out of memory/.test(stderrEnd)) return true;
+  const last = stderrEnd.trimEnd().split("\n").pop() ?? "";
+  return /^MemoryError(:|$)/.test(last);
+}
+

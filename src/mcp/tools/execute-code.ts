@@ -46,7 +46,7 @@ export const executeCodeOutput = {
   stderr: z.string(),
   durationMs: z.number().int(),
   timedOut: z.boolean(),
-  oomKilled: z.boolean(),
+  oomKilled: z.boolean().describe("It ran out of memory: killed at the memory limit, or its runtime gave up (V8's heap limit, an uncaught Python MemoryError)."),
   stdoutTruncated: z.boolean(),
   stderrTruncated: z.boolean(),
 };
@@ -105,7 +105,9 @@ export function formatRunText(r: RunResult): string {
   const status = r.timedOut
     ? `timed out after ${r.durationMs} ms (killed)`
     : r.oomKilled
-      ? `killed: out of memory after ${r.durationMs} ms`
+      ? r.exitCode === 137
+        ? `killed: out of memory after ${r.durationMs} ms`
+        : `out of memory (exit code ${r.exitCode}) after ${r.durationMs} ms`
       : `exit code ${r.exitCode} in ${r.durationMs} ms`;
   const parts = [`[${status}]`];
   if (r.stdout) parts.push(r.stdout.endsWith("\n") ? r.stdout.slice(0, -1) : r.stdout);

@@ -8,7 +8,7 @@ import type { Logger } from "../../shared/logger.js";
 import { packagePath } from "../../shared/paths.js";
 import { Writable, type Duplex as DuplexStream } from "node:stream";
 import type { EngineInfo, PreparedSandbox, PrepareRequest, RunInput, RunRequest, RunResult, SandboxBackend } from "../backend.js";
-import { CappedOutput } from "../output.js";
+import { CappedOutput, languageOutOfMemory } from "../output.js";
 import { RUNTIME_SPECS, type RuntimeName } from "../runtimes.js";
 import { createDockerClient, engineStatus, toEngineError } from "./engine.js";
 import { containerSpec } from "./host-config.js";
@@ -425,7 +425,7 @@ export class DockerSandboxBackend implements SandboxBackend {
       }
       prepared.stream.destroy();
 
-      const oomKilled = await this.wasOomKilled(container, StatusCode, killedByUs);
+      const oomKilled = (await this.wasOomKilled(container, StatusCode, killedByUs)) || (!killedByUs && languageOutOfMemory(StatusCode, stderr.truncated ? stderr.tail() : stderr.text().slice(-4096)));
       const result: RunResult = {
         runId: request.runId,
         containerId,
