@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { App } from "./app.js";
-import { RUNTIME_SPECS, type RuntimeName } from "./sandbox/runtimes.js";
+import { RUNTIME_SPECS, type RuntimeName, defaultRuntime } from "./sandbox/runtimes.js";
 import { errorMessage } from "./shared/errors.js";
 
 export interface CheckResult {
@@ -67,8 +67,8 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
       if (await backend.imageExists(runtime)) {
         present.push(runtime);
         add({ name, ok: true, detail: `${tag} present (${RUNTIME_SPECS[runtime].title}; ${RUNTIME_SPECS[runtime].languages.join(", ")})` });
-      } else if (runtime === "node") {
-        add({ name, ok: false, detail: `${tag} is missing`, fix: "run `codebox-mcp image build node` (the server also builds it on first use)" });
+      } else if (runtime === defaultRuntime(config.sandbox.runtimes)) {
+        add({ name, ok: false, detail: `${tag} is missing`, fix: `run \`codebox-mcp image build ${runtime}\` (the server also builds it on first use)` });
       } else {
         add({ name, ok: true, warn: true, detail: `${tag} not built yet: built on the first ${runtime} run (about ${runtime === "bun" ? "20" : "10"} s)`, fix: `run \`codebox-mcp image build ${runtime}\` to build it now` });
       }

@@ -62,6 +62,29 @@ export async function openDirBeneath(root: string, segments: string[], options: 
   }
 }
 
+/**
+ * Whether `rel` below `root` is a regular file, without following any link: a missing path, a
+ * link anywhere on the way, or anything but a regular file is "no".
+ */
+export async function isFileBeneath(root: string, rel: string): Promise<boolean> {
+  const parts = relativeSegments(rel);
+  let dir: fs.FileHandle;
+  try {
+    dir = await openDirBeneath(root, parts.slice(0, -1));
+  } catch (err) {
+    if (err instanceof UnsafePathError || (err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+  try {
+    return (await fs.lstat(viaFd(dir.fd, parts[parts.length - 1]!))).isFile();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return false;
+    throw err;
+  } finally {
+    await dir.close();
+  }
+}
+
 /** Reads a regular file at `rel` below `root` without following any link; refuses more than maxBytes. */
 export async function readFileBeneath(root: string, rel: string, maxBytes: number): Promise<Buffer> {
   const parts = relativeSegments(rel);

@@ -2,7 +2,7 @@ import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { CodeboxError, InputError } from "../shared/errors.js";
 import { packagePath } from "../shared/paths.js";
-import { listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
+import { isFileBeneath, listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
 
 // A skill is a folder /skills/<name>/ with SKILL.md (frontmatter: name, description) and its
 // code: index.ts (TypeScript, `import ... from "/skills/<name>/index.ts"`) and/or __init__.py
@@ -111,13 +111,7 @@ export class SkillStore {
 
   private async languages(root: string, name: string): Promise<SkillLanguage[]> {
     const out: SkillLanguage[] = [];
-    for (const language of ["typescript", "python"] as const) {
-      const has = await readFileBeneath(root, `${name}/${SKILL_FILE[language]}`, 1).then(
-        () => true,
-        (err: NodeJS.ErrnoException) => err.code !== "ENOENT" && err.code !== "ENOTDIR",
-      );
-      if (has) out.push(language);
-    }
+    for (const language of ["typescript", "python"] as const) if (await isFileBeneath(root, `${name}/${SKILL_FILE[language]}`)) out.push(language);
     return out;
   }
 

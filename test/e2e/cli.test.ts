@@ -53,24 +53,8 @@ describe("the README's server line", () => {
 });
 
 describe("the MCP Inspector CLI", () => {
-  it("calls execute_code and gets the result as JSON", async () => {
-    const inspector = join(repoRoot, "node_modules", ".bin", "mcp-inspector");
-    const r = await exec(inspector, [
-      "--cli",
-      "-e", `CODEBOX_DATA_DIR=${dataDir}`,
-      "-e", `CODEBOX_USER_ID=${USER}`,
-      process.execPath, cliPath,
-      "--method", "tools/call",
-      "--tool-name", "execute_code",
-      "--tool-arg", "code=const x: number = 21; console.log(x * 2)",
-    ]);
-    // The inspector exits 0 even when a call fails: the JSON is what counts.
-    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as CallToolResult;
-    expect(json.isError).toBeFalsy();
-    expect(json.structuredContent).toMatchObject({ stdout: "42\n", exitCode: 0, timedOut: false });
-  });
-
-  it("calls execute_code with Python", async () => {
+  /** `tools/call execute_code` through the Inspector CLI; the inspector exits 0 even when a call fails: the JSON is what counts. */
+  const callExecuteCode = async (...toolArgs: string[]) => {
     const r = await exec(join(repoRoot, "node_modules", ".bin", "mcp-inspector"), [
       "--cli",
       "-e", `CODEBOX_DATA_DIR=${dataDir}`,
@@ -78,10 +62,19 @@ describe("the MCP Inspector CLI", () => {
       process.execPath, cliPath,
       "--method", "tools/call",
       "--tool-name", "execute_code",
-      "--tool-arg", "code=print(sum(range(7)))",
-      "--tool-arg", "language=python",
+      ...toolArgs.flatMap((a) => ["--tool-arg", a]),
     ]);
-    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as CallToolResult;
+    return JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as CallToolResult;
+  };
+
+  it("calls execute_code and gets the result as JSON", async () => {
+    const json = await callExecuteCode("code=const x: number = 21; console.log(x * 2)");
+    expect(json.isError).toBeFalsy();
+    expect(json.structuredContent).toMatchObject({ stdout: "42\n", exitCode: 0, timedOut: false });
+  });
+
+  it("calls execute_code with Python", async () => {
+    const json = await callExecuteCode("code=print(sum(range(7)))", "language=python");
     expect(json.structuredContent).toMatchObject({ stdout: "21\n", exitCode: 0 });
   });
 
