@@ -137,9 +137,9 @@ const BARE = {
 async function dockerRun(image, runtime, dataDir, argv = BARE.node, n = 20) {
   // The same seccomp profile our containers get (under runsc the engine's default one cannot start
   // Node's threads: gVisor ignores its clone3 errnoRet).
-  const { forRuntime } = await import(join(root, "dist", "sandbox", "docker", "docker-backend.js"));
+  const { loadSeccompProfile } = await import(join(root, "dist", "sandbox", "docker", "seccomp.js"));
   const profile = join(dataDir, `seccomp-${runtime}.json`);
-  writeFileSync(profile, JSON.stringify(forRuntime(JSON.parse(readFileSync(join(root, "seccomp", "profile.json"), "utf8")), runtime)));
+  writeFileSync(profile, loadSeccompProfile(join(root, "seccomp", "profile.json"), runtime));
   const xs = [];
   for (let i = 0; i < n; i++) {
     const t = performance.now();

@@ -2,10 +2,10 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { Bridge } from "./bridge/bridge.js";
 import type { Config } from "./config/schema.js";
 import { createMcpServer } from "./mcp/server.js";
+import { RunService } from "./runs/run-service.js";
 import type { SandboxBackend } from "./sandbox/backend.js";
 import { DockerSandboxBackend } from "./sandbox/docker/docker-backend.js";
-import { CodeExecutor } from "./sandbox/executor.js";
-import { defaultRuntime } from "./sandbox/runtimes.js";
+import { defaultRuntime } from "./shared/languages.js";
 import { errorMessage } from "./shared/errors.js";
 import type { Logger } from "./shared/logger.js";
 import { join } from "node:path";
@@ -19,8 +19,9 @@ import { UserVolumes } from "./stores/volumes.js";
 export interface App {
   config: Config;
   logger: Logger;
-  backend: DockerSandboxBackend;
-  executor: CodeExecutor;
+  /** The sandbox port; the Docker adapter is chosen here and nowhere else. */
+  backend: SandboxBackend;
+  runs: RunService;
   bridge: Bridge;
   volumes: UserVolumes;
   dirs: UserDirectories;
@@ -41,13 +42,13 @@ export interface App {
 export function createApp(config: Config, logger: Logger): App {
   const backend = new DockerSandboxBackend({ config, logger });
   const volumes = new UserVolumes({ dataDir: config.dataDir, mode: config.storage.quota, quotaMiB: config.storage.quotaMiB, quotaInodes: config.storage.quotaInodes, logger });
-  const dirs = new UserDirectories(config.dataDir, backend.uid(), config.storage.quota === "off" ? undefined : volumes);
+  const dirs = new UserDirectories(config.dataDir, backend.sandboxUid(), config.storage.quota === "off" ? undefined : volumes);
   const audit: AuditLog = config.audit.enabled ? new FileAuditLog(config.audit.path ?? join(config.dataDir, "audit.log"), logger) : noAudit;
-  let executorRef: CodeExecutor | undefined;
+  let runsRef: RunService | undefined;
   const metrics = new Metrics({
-    queued: () => executorRef?.limiter.stats.queued ?? 0,
-    running: () => executorRef?.limiter.stats.active ?? 0,
-    containers: () => backend.activeContainers,
+    queued: () => runsRef?.inFlight.queued ?? 0,
+    running: () => runsRef?.inFlight.active ?? 0,
+    containers: () => backend.activeContainers(),
   });
   const bridge = new Bridge(config, logger, (e) => {
     audit.write(e);
@@ -58,23 +59,23 @@ export function createApp(config: Config, logger: Logger): App {
   const files = new UserFiles(dirs, skills, {
     maxReadBytes: config.storage.maxReadBytes,
     maxWriteBytes: config.storage.maxWriteBytes,
-    owner: (process.getuid?.() ?? 0) === 0 ? backend.uid() : undefined,
+    owner: (process.getuid?.() ?? 0) === 0 ? backend.sandboxUid() : undefined,
   });
-  const executor = new CodeExecutor({ config, backend: backend as SandboxBackend, dirs, logger, bridge, audit, metrics, skills, files });
-  executorRef = executor;
+  const runs = new RunService({ config, backend, dirs, logger, bridge, audit, metrics, skills, files });
+  runsRef = runs;
   let closed = false;
   return {
     config,
     logger,
     backend,
-    executor,
+    runs,
     bridge,
     volumes,
     dirs,
     audit,
     metrics,
     files,
-    createServer: (userIdFor = () => config.userId) => createMcpServer({ executor, bridge, files, logger, userIdFor, runtime: config.sandbox.runtime, runtimes: config.sandbox.runtimes }),
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes }),
     async warmUp() {
       void bridge.start();
       try {
@@ -89,7 +90,7 @@ export function createApp(config: Config, logger: Logger): App {
     async close() {
       if (closed) return;
       closed = true;
-      await executor.close();
+      await runs.close();
       await backend.close();
       await bridge.close();
       await audit.close();

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { loadConfig } from "./config/load.js";
-import type { Config } from "./config/schema.js";
+import { loadConfigReport } from "./config/load.js";
 import { CodeboxError, errorMessage } from "./shared/errors.js";
 import { createLogger, type LogLevel } from "./shared/logger.js";
 import { packageVersion } from "./shared/paths.js";
-import { type Language, RUNTIMES, type RuntimeName } from "./sandbox/runtimes.js";
+import { type Language, RUNTIMES, type RuntimeName } from "./shared/languages.js";
 
 // The server's modules (SDK, engine client, HTTP stack) load only for the commands that use
 // them: --help and --version answer at once.
@@ -22,14 +21,14 @@ Usage:
   codebox-mcp run -e <code> [--lang ts|js|py] [--bun] [--timeout <ms>]
                                        run once in a sandbox, print its output, exit with its exit code
                                        (--bun: TypeScript/JavaScript on Bun instead of Node)
-  codebox-mcp doctor                   check the engine, runtime, image, seccomp profile and data dir
+  codebox-mcp doctor                   check the engine, OCI runtime, images, seccomp profile and data dir
   codebox-mcp image build [node|bun|python|all] [--offline]
                                        build the sandbox images (--offline: from this machine's files, no registry)
 
 Options:
   --config <file>       JSON config file (see docs/CONFIG.md)
   --data-dir <dir>      where users' workspaces and skills live (env CODEBOX_DATA_DIR)
-  --runtime <name>      runc (default) or runsc (gVisor)
+  --oci-runtime <name>  runc (default) or runsc (gVisor); --runtime is its deprecated old name
   --profile <name>      light | standard (default) | heavy
   --image <tag>         use this sandbox image instead of the built-in one
   --log-level <level>   debug | info | warn | error | silent (logs go to stderr)
@@ -40,6 +39,7 @@ Options:
 const OPTIONS = {
   config: { type: "string" },
   "data-dir": { type: "string" },
+  "oci-runtime": { type: "string" },
   runtime: { type: "string" },
   profile: { type: "string" },
   image: { type: "string" },
@@ -90,11 +90,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const [command = "serve", ...rest] = positionals;
   const interactive = command !== "serve";
-  const config: Config = loadConfig({
+  const { config, warnings } = loadConfigReport({
     env: process.env,
     configFile: values.config,
     flags: {
       dataDir: values["data-dir"],
+      "sandbox.ociRuntime": values["oci-runtime"],
       "sandbox.runtime": values.runtime,
       "sandbox.profile": values.profile,
       "sandbox.image": values.image,
@@ -107,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const logger = createLogger({ level: config.logLevel as LogLevel, pretty: interactive });
+  for (const w of warnings) logger.warn(w);
 
   switch (command) {
     case "serve": {
@@ -146,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         const ac = new AbortController();
         process.once("SIGINT", () => ac.abort());
-        const r = await app.executor.execute({ userId: config.userId, code, language: languageFor(values.lang, file), runtime: values.bun ? "bun" : undefined, timeoutMs: parseInteger("timeout", values.timeout), signal: ac.signal });
+        const r = await app.runs.execute({ userId: config.userId, code, language: languageFor(values.lang, file), runtime: values.bun ? "bun" : undefined, timeoutMs: parseInteger("timeout", values.timeout), signal: ac.signal });
         process.stdout.write(r.stdout);
         process.stderr.write(r.stderr);
         if (r.stdoutTruncated || r.stderrTruncated) logger.warn(`output cut at ${config.sandbox.maxOutputBytes} bytes per stream (stdout ${r.stdoutBytes} bytes, stderr ${r.stderrBytes} bytes in all)`);

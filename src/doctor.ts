@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import type { App } from "./app.js";
-import { RUNTIME_SPECS, type RuntimeName, defaultRuntime } from "./sandbox/runtimes.js";
+import { RUNTIME_INFO, type RuntimeName, defaultRuntime } from "./shared/languages.js";
 import { errorMessage } from "./shared/errors.js";
 
 export interface CheckResult {
@@ -25,15 +25,15 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
     const info = await backend.engineInfo();
     engineOk = true;
     add({ name: "engine", ok: true, detail: `Docker ${info.version} (API ${info.apiVersion}) on ${info.os}` });
-    const runtime = config.sandbox.runtime;
+    const oci = config.sandbox.ociRuntime;
     add(
-      info.runtimes.includes(runtime)
-        ? { name: "runtime", ok: true, detail: `${runtime} is registered (available: ${info.runtimes.join(", ")})` }
+      info.ociRuntimes.includes(oci)
+        ? { name: "oci runtime", ok: true, detail: `${oci} is registered (available: ${info.ociRuntimes.join(", ")})` }
         : {
-            name: "runtime",
+            name: "oci runtime",
             ok: false,
-            detail: `${runtime} is not registered with the engine (available: ${info.runtimes.join(", ")})`,
-            fix: runtime === "runsc" ? "run scripts/setup.sh as root (installs and registers gVisor), or set CODEBOX_RUNTIME=runc" : "set CODEBOX_RUNTIME=runc",
+            detail: `${oci} is not registered with the engine (available: ${info.ociRuntimes.join(", ")})`,
+            fix: oci === "runsc" ? "run scripts/setup.sh as root (installs and registers gVisor), or set CODEBOX_OCI_RUNTIME=runc" : "set CODEBOX_OCI_RUNTIME=runc",
           },
     );
   } catch (err) {
@@ -43,11 +43,11 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
       detail: errorMessage(err).split(". ")[0] ?? "unreachable",
       fix: "start the Docker engine: on Debian as root run scripts/setup.sh (installs docker.io and starts dockerd); elsewhere start Docker Desktop or `sudo systemctl start docker`; set CODEBOX_DOCKER_HOST if it listens elsewhere",
     });
-    add({ name: "runtime", ok: false, detail: "not checked: no engine", fix: "fix the engine first" });
+    add({ name: "oci runtime", ok: false, detail: "not checked: no engine", fix: "fix the engine first" });
   }
 
   try {
-    backend.seccomp();
+    backend.checkSeccomp();
     add({ name: "seccomp", ok: true, detail: `profile ${config.sandbox.seccompProfile ?? "seccomp/profile.json"} loads` });
   } catch (err) {
     add({ name: "seccomp", ok: false, detail: errorMessage(err), fix: "restore seccomp/profile.json (node seccomp/build-profile.mjs) or unset CODEBOX_SECCOMP_PROFILE" });
@@ -58,7 +58,7 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
   const present: RuntimeName[] = [];
   for (const runtime of config.sandbox.runtimes) {
     const name = `image ${runtime}`;
-    const tag = backend.imageFor(runtime);
+    const tag = backend.imageTag(runtime);
     if (!engineOk) {
       add({ name, ok: false, detail: "not checked: no engine", fix: "fix the engine first" });
       continue;
@@ -66,7 +66,7 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
     try {
       if (await backend.imageExists(runtime)) {
         present.push(runtime);
-        add({ name, ok: true, detail: `${tag} present (${RUNTIME_SPECS[runtime].title}; ${RUNTIME_SPECS[runtime].languages.join(", ")})` });
+        add({ name, ok: true, detail: `${tag} present (${RUNTIME_INFO[runtime].title}; ${RUNTIME_INFO[runtime].languages.join(", ")})` });
       } else if (runtime === defaultRuntime(config.sandbox.runtimes)) {
         add({ name, ok: false, detail: `${tag} is missing`, fix: `run \`codebox-mcp image build ${runtime}\` (the server also builds it on first use)` });
       } else {
@@ -103,9 +103,9 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
     for (const runtime of present) {
       const python = runtime === "python";
       try {
-        const r = await app.executor.execute({ userId: config.userId, code: python ? "print(6 * 7)" : "console.log(6 * 7)", language: python ? "python" : "javascript", runtime, timeoutMs: 20_000 });
+        const r = await app.runs.execute({ userId: config.userId, code: python ? "print(6 * 7)" : "console.log(6 * 7)", language: python ? "python" : "javascript", runtime, timeoutMs: 20_000 });
         const ok = r.exitCode === 0 && r.stdout.trim() === "42";
-        add({ name: `sandbox run ${runtime}`, ok, detail: ok ? `a ${RUNTIME_SPECS[runtime].title} sandbox ran code in ${r.durationMs} ms` : `unexpected result: exit ${r.exitCode}, ${r.stderr.slice(0, 200)}`, ...(ok ? {} : { fix: "see the server log (CODEBOX_LOG_LEVEL=debug)" }) });
+        add({ name: `sandbox run ${runtime}`, ok, detail: ok ? `a ${RUNTIME_INFO[runtime].title} sandbox ran code in ${r.durationMs} ms` : `unexpected result: exit ${r.exitCode}, ${r.stderr.slice(0, 200)}`, ...(ok ? {} : { fix: "see the server log (CODEBOX_LOG_LEVEL=debug)" }) });
       } catch (err) {
         add({ name: `sandbox run ${runtime}`, ok: false, detail: errorMessage(err), fix: "see the message above" });
       }

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { createApp } from "../src/app.js";
 import { loadConfig } from "../src/config/load.js";
-import { RUNTIMES } from "../src/sandbox/runtimes.js";
+import { RUNTIMES } from "../src/shared/languages.js";
 import { createLogger } from "../src/shared/logger.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

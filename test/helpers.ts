@@ -52,12 +52,12 @@ export function testLogger(): Logger {
 export const defaultTestRuntime = process.env.CODEBOX_TEST_RUNTIME === "runsc" ? "runsc" : "runc";
 
 export function testConfig(flags: Record<string, unknown> = {}): Config {
-  return loadConfig({ env: {}, flags: { dataDir: tempDir("data"), logLevel: "silent", "sandbox.runtime": defaultTestRuntime, ...flags } });
+  return loadConfig({ env: {}, flags: { dataDir: tempDir("data"), logLevel: "silent", "sandbox.ociRuntime": defaultTestRuntime, ...flags } });
 }
 
 /** Environment for a server process started by a test. */
 export function serverProcessEnv(extra: Record<string, string>): Record<string, string> {
-  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_RUNTIME: defaultTestRuntime, ...extra };
+  return { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", CODEBOX_OCI_RUNTIME: defaultTestRuntime, ...extra };
 }
 
 export function testApp(flags: Record<string, unknown> = {}): App {

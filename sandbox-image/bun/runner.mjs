@@ -1,7 +1,7 @@
 // codebox runner for Bun: PID 1 inside every Bun sandbox container.
 //
 // The same contract as the Node runner (sandbox-image/node/runner.mjs): boot before any code is
-// known, read exactly one JSON line from stdin ({code, language, env, done}), run the code as an
+// known, read exactly one JSON line from stdin ({code, language, env, completion}: RunnerPayload in src/protocol/runner.ts), run the code as an
 // ES module whose URL sits in /workspace, print nothing of its own on stdout, and end with the
 // completion line on stdout and stderr. Bun strips TypeScript itself; the main module is served
 // from memory by a loader plugin, so nothing is written into the user's workspace.
@@ -47,9 +47,9 @@ const mainPath = MAIN[language];
 for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
 
 // The host's completion line: see the Node runner.
-if (typeof payload.done === "string") {
-  const nonce = payload.done;
-  const trailer = (code) => `\u0000CODEBOX-DONE:${nonce}:${code}\n`;
+if (typeof payload.completion === "string") {
+  const completion = payload.completion;
+  const trailer = (code) => `${completion}${code}\n`;
   process.on("exit", (code) => {
     try {
       writeSync(1, trailer(code ?? 0));

@@ -1,7 +1,7 @@
 // codebox runner: PID 1 inside every sandbox container.
 //
 // Boots before any code is known (so a pre-started container is ready the moment code
-// arrives), then reads exactly one JSON line from stdin: {"code": "...", "language": "typescript"|"javascript"}.
+// arrives), then reads exactly one JSON line from stdin: RunnerPayload (src/protocol/runner.ts).
 // Everything the user's code prints goes straight to this process's stdout/stderr; the runner
 // itself prints nothing on stdout, so the host can return stdout verbatim.
 import { register } from "node:module";
@@ -70,10 +70,11 @@ for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string
 
 // The host learns "finished, exit code N" from this line, written last on stdout and on stderr
 // (each pipe keeps its own order, not the order between them), long before the engine reports
-// the container's exit (~130 ms later). It carries the run's nonce; without it (a kill, an OOM)
-// the host waits for the engine as before. Forging it early only cuts the code's own run short.
-if (typeof payload.done === "string") {
-  const trailer = (code) => `\u0000CODEBOX-DONE:${payload.done}:${code}\n`;
+// the container's exit (~130 ms later). The host sends the line's prefix (with the run's nonce);
+// without the line (a kill, an OOM) the host waits for the engine. Forging it early only cuts the
+// code's own run short.
+if (typeof payload.completion === "string") {
+  const trailer = (code) => `${payload.completion}${code}\n`;
   const { writeSync } = await import("node:fs");
   process.on("exit", (code) => {
     try {

@@ -1,7 +1,7 @@
 # codebox runner for Python: PID 1 inside every Python sandbox container.
 #
 # The same contract as the Node runner (sandbox-image/node/runner.mjs): boot before any code is
-# known, read exactly one JSON line from stdin ({code, env, done}), run the code as __main__ with
+# known, read exactly one JSON line from stdin ({code, env, completion}: RunnerPayload in src/protocol/runner.ts), run the code as __main__ with
 # /workspace as its directory, print nothing of its own on stdout, and end with the completion
 # line on stdout and stderr once everything the code printed has been written.
 import atexit
@@ -87,8 +87,8 @@ def main():
     sys.stderr.reconfigure(line_buffering=True)
 
     state = {"status": 0}
-    done = payload.get("done")
-    if isinstance(done, str):
+    completion = payload.get("completion")
+    if isinstance(completion, str):
         def trailer():
             # atexit runs after non-daemon threads have finished and after handlers the code
             # registered itself (they were registered later): nothing the code prints follows it.
@@ -97,7 +97,7 @@ def main():
                 sys.stderr.flush()
             except Exception:
                 pass
-            line = f"\0CODEBOX-DONE:{done}:{state['status']}\n".encode()
+            line = f"{completion}{state['status']}\n".encode()
             for fd in (1, 2):
                 try:
                     os.write(fd, line)

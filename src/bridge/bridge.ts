@@ -2,39 +2,36 @@ import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
-import type { ExtraMount } from "../sandbox/backend.js";
 import type { Logger } from "../shared/logger.js";
-import { type CallbackEvent, RunCallbackServer } from "./callback-server.js";
+import { BRIDGE_ENV, SANDBOX_SERVERS_DIR, SANDBOX_SOCKET_DIR, SANDBOX_SOCKET_PATH, SOCKET_NAME } from "../protocol/bridge.js";
+import { type CallbackEvent, type CallbackStats, RunCallbackServer } from "./callback-server.js";
 import { RunTokens } from "./run-tokens.js";
 import { type SearchDetail, type SearchHit, searchTools } from "./search.js";
 import { ServersDirectory } from "./servers-dir.js";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { type UpstreamConnection, UpstreamPool, type UpstreamState } from "./upstream-pool.js";
 
-/** Where the sandbox finds its bridge. */
-export const SANDBOX_SOCKET_DIR = "/run/codebox";
-export const SANDBOX_SOCKET = `${SANDBOX_SOCKET_DIR}/mcp.sock`;
 /** Slack between issuing a token and the container's clock starting (create + start). */
 const START_MARGIN_MS = 15_000;
 /** sockaddr_un.sun_path holds 108 bytes; stay well under it. */
 const MAX_SOCKET_PATH = 100;
 
+/** A host directory the sandbox must see (the same shape as the sandbox port's ExtraMount). */
+export interface BridgeMount {
+  source: string;
+  target: string;
+  readOnly: boolean;
+}
+
+/** The bridge end of one container: its mounts, and its run's token once bound. */
 export interface BridgeSlot {
   userId: string;
-  mounts: ExtraMount[];
+  mounts: BridgeMount[];
   network?: { mode: string; extraHosts: string[] };
   /** Issues the run's token; returns the variables the runner sets for the code. */
   bind(run: { runId: string; timeoutMs: number }): Record<string, string>;
-  stats(): { calls: number; refusals: number };
-  close(): Promise<void>;
-}
-
-export interface RunBridge {
-  mounts: ExtraMount[];
-  env: Record<string, string>;
-  network?: { mode: string; extraHosts: string[] };
-  /** Calls made and refused so far in this run. */
-  stats(): { calls: number; refusals: number };
+  /** Calls made and refused so far through this slot. */
+  stats(): CallbackStats;
   close(): Promise<void>;
 }
 
@@ -138,20 +135,8 @@ export class Bridge {
   private runDir(): string {
     const id = randomBytes(8).toString("hex");
     const preferred = join(this.config.dataDir, "run", id);
-    if (Buffer.byteLength(join(preferred, "mcp.sock")) <= MAX_SOCKET_PATH) return preferred;
+    if (Buffer.byteLength(join(preferred, SOCKET_NAME)) <= MAX_SOCKET_PATH) return preferred;
     return join(tmpdir(), `codebox-run-${process.getuid?.() ?? 0}`, id);
-  }
-
-  /** Everything one run needs to reach the bridge; close() revokes the token and removes the socket. */
-  async openRun(run: { runId: string; userId: string; timeoutMs: number }): Promise<RunBridge> {
-    const slot = await this.openSlot(run.userId);
-    try {
-      const env = slot.bind(run);
-      return { mounts: slot.mounts, env, ...(slot.network ? { network: slot.network } : {}), close: slot.close, stats: slot.stats };
-    } catch (err) {
-      await slot.close();
-      throw err;
-    }
   }
 
   /**
@@ -162,18 +147,8 @@ export class Bridge {
     await this.start();
     const own = await this.userPool(userId);
     const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
-    let refusals = 0;
     let runId: string | undefined;
-    const deps = {
-      tokens: this.tokens,
-      upstreams: this.resolver(own?.pool),
-      limits: this.config.bridge,
-      logger: this.logger,
-      onEvent: (e: CallbackEvent) => {
-        if (e.kind === "refusal") refusals++;
-        this.onEvent?.(e);
-      },
-    };
+    const deps = { tokens: this.tokens, upstreams: this.resolver(own?.pool), limits: this.config.bridge, logger: this.logger, onEvent: this.onEvent };
     const slotId = `slot-${randomBytes(8).toString("hex")}`;
     const tcp = this.config.bridge.transport === "tcp";
     const callback = tcp ? await RunCallbackServer.startTcp(slotId, this.config.bridge.tcpBindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
@@ -183,7 +158,7 @@ export class Bridge {
     };
     try {
       const serversPath = own ? await own.servers.path(() => this.toolsFor(userId)) : await this.servers.path(() => this.pool.tools());
-      const serversMount = { source: serversPath, target: "/servers", readOnly: true };
+      const serversMount = { source: serversPath, target: SANDBOX_SERVERS_DIR, readOnly: true };
       const { tcpHost, tcpNetwork } = this.config.bridge;
       return {
         userId,
@@ -192,14 +167,14 @@ export class Bridge {
         bind: (run): Record<string, string> => {
           if (runId) throw new Error("a bridge slot serves one run only");
           runId = run.runId;
-          callback.runId = run.runId;
+          callback.bind(run.runId);
           const token = this.tokens.issue({ runId: run.runId, userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
           const env: Record<string, string> = tcp
-            ? { CODEBOX_BRIDGE_URL: `http://${tcpHost}:${callback.port}`, CODEBOX_BRIDGE_TOKEN: token }
-            : { CODEBOX_BRIDGE_SOCKET: SANDBOX_SOCKET, CODEBOX_BRIDGE_TOKEN: token };
+            ? { [BRIDGE_ENV.url]: `http://${tcpHost}:${callback.port}`, [BRIDGE_ENV.token]: token }
+            : { [BRIDGE_ENV.socket]: SANDBOX_SOCKET_PATH, [BRIDGE_ENV.token]: token };
           return env;
         },
-        stats: () => ({ calls: runId ? this.tokens.calls(runId) : 0, refusals }),
+        stats: () => callback.stats(),
         close,
       };
     } catch (err) {

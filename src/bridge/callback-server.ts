@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import { BRIDGE_CALL_PATH, type BridgeErrorBody, type RefusalReason, SOCKET_NAME } from "../protocol/bridge.js";
 import type { RunTokens } from "./run-tokens.js";
 import type { UpstreamConnection } from "./upstream-pool.js";
 
@@ -26,10 +27,16 @@ export interface CallbackDeps {
 
 export type CallbackEvent =
   | { kind: "call"; runId: string; userId: string; server: string; tool: string; ok: boolean; durationMs: number; responseBytes: number; error?: string }
-  | { kind: "refusal"; runId: string; status: number; reason: string; server?: string; tool?: string };
+  | { kind: "refusal"; runId: string; status: number; reason: RefusalReason; server?: string; tool?: string };
+
+/** Calls made and refused through one callback endpoint. */
+export interface CallbackStats {
+  calls: number;
+  refusals: number;
+}
 
 /**
- * The callback endpoint of one run: `POST /internal/mcp-call` on a unix socket that only this
+ * The callback endpoint of one run: `POST BRIDGE_CALL_PATH` on a unix socket that only this
  * run's container can reach (it is bind-mounted into it alone). Separate from any client-facing
  * listener. Every byte that arrives here came from sandboxed code.
  */
@@ -37,23 +44,42 @@ export class RunCallbackServer {
   private readonly server: Server;
   private readonly inflight = new Set<AbortController>();
   private ended = false;
+  private calls = 0;
+  private refusals = 0;
+  /** The run this endpoint serves; a pooled container's endpoint gets it at hand-over (bind). */
+  private runId: string;
   /** TCP mode: the port the callback listens on. */
-  port = 0;
+  private listenPort = 0;
 
   private constructor(
-    /** The run this endpoint serves; a pooled container's endpoint gets it at hand-over. */
-    public runId: string,
+    /** Names the endpoint in logs until a run is bound. */
+    slotId: string,
     /** Unix mode: the directory holding the socket; TCP mode: undefined. */
     readonly dir: string | undefined,
     private readonly deps: CallbackDeps,
   ) {
+    this.runId = slotId;
     this.server = createServer({ maxHeaderSize: 8 * 1024, requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
-        this.deps.logger.error("callback handler failed", { runId, err: errorMessage(err) });
+        this.deps.logger.error("callback handler failed", { runId: this.runId, err: errorMessage(err) });
         if (!res.headersSent) send(res, 500, { error: "internal error in the bridge" });
       });
     });
     this.server.keepAliveTimeout = 5_000;
+  }
+
+  /** TCP mode: the port the callback listens on (0 in unix mode). */
+  get port(): number {
+    return this.listenPort;
+  }
+
+  /** The run this endpoint serves from now on (once: a slot serves one run). */
+  bind(runId: string): void {
+    this.runId = runId;
+  }
+
+  stats(): CallbackStats {
+    return { calls: this.calls, refusals: this.refusals };
   }
 
   /** Unix mode: creates the run's socket directory (0755, socket 0666: only this run's container mounts it). */
@@ -61,7 +87,7 @@ export class RunCallbackServer {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     await chmod(dir, 0o755);
     const s = new RunCallbackServer(runId, dir, deps);
-    const socketPath = join(dir, "mcp.sock");
+    const socketPath = join(dir, SOCKET_NAME);
     await new Promise<void>((resolve, reject) => {
       s.server.once("error", reject);
       s.server.listen(socketPath, () => resolve());
@@ -78,19 +104,20 @@ export class RunCallbackServer {
       s.server.listen({ host, port: 0 }, () => resolve());
     });
     const addr = s.server.address();
-    s.port = typeof addr === "object" && addr ? addr.port : 0;
+    s.listenPort = typeof addr === "object" && addr ? addr.port : 0;
     return s;
   }
 
-  private refuse(res: ServerResponse, status: number, reason: string, message: string, call?: { server?: string; tool?: string }): void {
+  private refuse(res: ServerResponse, status: number, reason: RefusalReason, message: string, call?: { server?: string; tool?: string }): void {
+    this.refusals++;
     this.deps.logger.warn("bridge call refused", { runId: this.runId, status, reason, ...call });
     this.deps.onEvent?.({ kind: "refusal", runId: this.runId, status, reason, ...call });
     send(res, status, { error: message, reason });
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method !== "POST" || req.url !== "/internal/mcp-call") {
-      send(res, 404, { error: "only POST /internal/mcp-call is served here" });
+    if (req.method !== "POST" || req.url !== BRIDGE_CALL_PATH) {
+      send(res, 404, { error: `only POST ${BRIDGE_CALL_PATH} is served here`, reason: "not-found" });
       req.resume();
       return;
     }
@@ -111,23 +138,24 @@ export class RunCallbackServer {
     try {
       body = JSON.parse((await readBody(req, this.deps.limits.maxRequestBytes)).toString("utf8"));
     } catch (err) {
-      send(res, (err as { status?: number }).status ?? 400, { error: `bad request: ${errorMessage(err)}` });
+      const status = (err as { status?: number }).status ?? 400;
+      send(res, status, { error: `bad request: ${errorMessage(err)}`, reason: status === 413 ? "too-large" : "bad-request" });
       return;
     }
     const { server, tool, arguments: args } = (body ?? {}) as { server?: unknown; tool?: unknown; arguments?: unknown };
     if (typeof server !== "string" || typeof tool !== "string" || (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args)))) {
-      send(res, 400, { error: 'expected {"server": string, "tool": string, "arguments": object}' });
+      send(res, 400, { error: 'expected {"server": string, "tool": string, "arguments": object}', reason: "bad-request" });
       return;
     }
     if (!grant.servers.has(server)) {
       this.refuse(res, 403, "server-not-allowed", `no upstream server "${server}" is available to this run (available: ${[...grant.servers].join(", ") || "none"})`, { server, tool });
       return;
     }
-    if (grant.calls >= this.deps.limits.maxCallsPerRun) {
-      this.refuse(res, 429, "call-limit", `this run has made ${grant.calls} tool calls, the limit per run`, { server, tool });
+    if (this.calls >= this.deps.limits.maxCallsPerRun) {
+      this.refuse(res, 429, "call-limit", `this run has made ${this.calls} tool calls, the limit per run`, { server, tool });
       return;
     }
-    grant.calls++;
+    this.calls++;
     const remaining = grant.deadline - Date.now();
     const timeoutMs = Math.max(1, Math.min(this.deps.limits.callTimeoutMs, remaining));
     const ac = new AbortController();
@@ -172,7 +200,7 @@ export class RunCallbackServer {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: ServerResponse, status: number, body: BridgeErrorBody): void {
   if (res.headersSent) return;
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });

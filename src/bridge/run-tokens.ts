@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { RefusalReason } from "../protocol/bridge.js";
 
 export interface RunGrant {
   runId: string;
@@ -7,12 +8,11 @@ export interface RunGrant {
   servers: ReadonlySet<string>;
   /** Epoch ms after which no call is accepted, whatever happens to the container. */
   deadline: number;
-  calls: number;
 }
 
 export type TokenCheck =
   | { ok: true; grant: RunGrant }
-  | { ok: false; status: 401 | 403; reason: "missing" | "malformed" | "forged" | "expired" | "other-run" | "past-deadline" };
+  | { ok: false; status: 401 | 403; reason: Extract<RefusalReason, "missing" | "malformed" | "forged" | "expired" | "other-run" | "past-deadline"> };
 
 const hash = (token: string) => createHash("sha256").update(token, "utf8").digest();
 const REVOKED_MEMORY = 10_000;
@@ -26,9 +26,9 @@ export class RunTokens {
   /** Hashes of recently revoked tokens, so reuse after a run is logged as such. */
   private readonly revoked = new Map<string, string>();
 
-  issue(grant: Omit<RunGrant, "calls">): string {
+  issue(grant: RunGrant): string {
     const token = randomBytes(32).toString("base64url");
-    this.live.set(grant.runId, { tokenHash: hash(token), grant: { ...grant, calls: 0 } });
+    this.live.set(grant.runId, { tokenHash: hash(token), grant: { ...grant } });
     return token;
   }
 
@@ -58,14 +58,5 @@ export class RunTokens {
     this.live.delete(runId);
     this.revoked.set(entry.tokenHash.toString("hex"), runId);
     if (this.revoked.size > REVOKED_MEMORY) this.revoked.delete(this.revoked.keys().next().value!);
-  }
-
-  /** Calls made so far with the run's token (0 once revoked). */
-  calls(runId: string): number {
-    return this.live.get(runId)?.grant.calls ?? 0;
-  }
-
-  get liveCount(): number {
-    return this.live.size;
   }
 }

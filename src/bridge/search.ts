@@ -1,5 +1,5 @@
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
-import type { ToolEntry } from "./codegen.js";
+import type { ToolEntry } from "./codegen/types.js";
 
 export type SearchDetail = "name" | "summary" | "full";
 

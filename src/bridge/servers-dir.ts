@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "../shared/logger.js";
-import { generateServersTree, type ToolEntry } from "./codegen.js";
+import { generateServersTree, type ToolEntry } from "./codegen/servers-tree.js";
 
 const KEEP_OLD_TREES_MS = 2 * 60 * 60 * 1000;
 

@@ -5,17 +5,12 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ToolListChangedNotificationSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { UpstreamServerSpec } from "../config/schema.js";
-import { CodeboxError, errorMessage } from "../shared/errors.js";
+import { CodeboxError, errorMessage, UpstreamUnavailableError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
 
 export type UpstreamState = "idle" | "connecting" | "ready" | "down";
 
-export class UpstreamUnavailableError extends CodeboxError {
-  constructor(server: string, detail: string) {
-    super("CODEBOX_UPSTREAM_UNAVAILABLE", `The upstream MCP server "${server}" is unavailable: ${detail}. codebox-mcp reconnects on its own; retry in a few seconds, and see \`codebox-mcp doctor\` if it persists.`);
-  }
-}
 
 export interface UpstreamOptions {
   connectTimeoutMs: number;

@@ -16,7 +16,7 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" 
   { env: "CODEBOX_IMAGE_BUN", key: "sandbox.images.bun", type: "string" },
   { env: "CODEBOX_IMAGE_PYTHON", key: "sandbox.images.python", type: "string" },
   { env: "CODEBOX_RUNTIMES", key: "sandbox.runtimes", type: "list" },
-  { env: "CODEBOX_RUNTIME", key: "sandbox.runtime", type: "string" },
+  { env: "CODEBOX_OCI_RUNTIME", key: "sandbox.ociRuntime", type: "string" },
   { env: "CODEBOX_PROFILE", key: "sandbox.profile", type: "string" },
   { env: "CODEBOX_SANDBOX_UID", key: "sandbox.uid", type: "int" },
   { env: "CODEBOX_MAX_CODE_BYTES", key: "sandbox.maxCodeBytes", type: "int" },
@@ -31,11 +31,20 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" 
   { env: "CODEBOX_OAUTH_JWKS_URI", key: "auth.oauth.jwksUri", type: "string" },
 ];
 
+/**
+ * Old names still accepted, each with a warning: until 0.2 "sandbox.runtime" meant the OCI runtime
+ * (runc/runsc) while execute_code's `runtime` meant node/bun/python. Now "runtime" means only the
+ * language runtime. An old name loses to the new one when both are set in the same layer.
+ */
+export const DEPRECATED_KEYS: ReadonlyArray<{ env: string; key: string; useEnv: string; useKey: string }> = [
+  { env: "CODEBOX_RUNTIME", key: "sandbox.runtime", useEnv: "CODEBOX_OCI_RUNTIME", useKey: "sandbox.ociRuntime" },
+];
+
 export interface ConfigSources {
   env: Record<string, string | undefined>;
   /** Path given with --config (JSON). */
   configFile?: string | undefined;
-  /** Values from command-line flags, as dotted keys (e.g. "sandbox.runtime"). */
+  /** Values from command-line flags, as dotted keys (e.g. "sandbox.ociRuntime"). */
   flags?: Record<string, unknown>;
   homeDir?: string;
 }
@@ -101,13 +110,51 @@ export function parseApiKeys(raw: string): Array<{ userId: string; key?: string;
     });
 }
 
-/** Merges defaults < config file < environment < flags, then validates once. */
+function getPath(source: Plain, dotted: string): unknown {
+  let node: unknown = source;
+  for (const part of dotted.split(".")) node = isPlain(node) ? node[part] : undefined;
+  return node;
+}
+
+function deletePath(source: Plain, dotted: string): void {
+  const parts = dotted.split(".");
+  const parent = getPath(source, parts.slice(0, -1).join("."));
+  if (isPlain(parent)) delete parent[parts[parts.length - 1]!];
+}
+
+/** One layer with its deprecated keys moved to their new names (returns a new object), and what to warn. */
+function renameDeprecated(layer: Plain, where: string, warnings: string[]): Plain {
+  let out = layer;
+  for (const d of DEPRECATED_KEYS) {
+    const old = getPath(out, d.key);
+    if (old === undefined) continue;
+    out = structuredClone(out);
+    deletePath(out, d.key);
+    if (getPath(out, d.useKey) === undefined) setPath(out, d.useKey, old);
+    warnings.push(`${where}: "${d.key}" is deprecated; use "${d.useKey}" (env ${d.useEnv}) instead`);
+  }
+  return out;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** Deprecated names that were used (for the log; the config already holds their values). */
+  warnings: string[];
+}
+
+/** loadConfigReport, without the warnings. */
 export function loadConfig(sources: ConfigSources): Config {
+  return loadConfigReport(sources).config;
+}
+
+/** Merges defaults < config file < environment < flags, then validates once. */
+export function loadConfigReport(sources: ConfigSources): LoadedConfig {
+  const warnings: string[] = [];
   const home = sources.homeDir ?? homedir();
   let merged: Plain = { dataDir: defaultDataDir(sources.env, home) };
   const docker = sources.env.DOCKER_HOST;
   if (docker) merged = deepMerge(merged, { docker: { host: docker } });
-  if (sources.configFile) merged = deepMerge(merged, readConfigFile(sources.configFile));
+  if (sources.configFile) merged = deepMerge(merged, renameDeprecated(readConfigFile(sources.configFile), `config file ${sources.configFile}`, warnings));
 
   const fromEnv: Plain = {};
   for (const { env, key, type } of ENV_KEYS) {
@@ -115,11 +162,17 @@ export function loadConfig(sources: ConfigSources): Config {
     if (raw === undefined || raw === "") continue;
     setPath(fromEnv, key, type === "int" && /^-?\d+$/.test(raw.trim()) ? Number(raw) : type === "apiKeys" ? parseApiKeys(raw) : type === "list" ? raw.split(",").map((v) => v.trim()).filter(Boolean) : raw);
   }
+  for (const d of DEPRECATED_KEYS) {
+    const raw = sources.env[d.env];
+    if (raw === undefined || raw === "") continue;
+    warnings.push(`environment: ${d.env} is deprecated; use ${d.useEnv} instead`);
+    if (sources.env[d.useEnv] === undefined || sources.env[d.useEnv] === "") setPath(fromEnv, d.useKey, raw);
+  }
   merged = deepMerge(merged, fromEnv);
 
   const fromFlags: Plain = {};
   for (const [key, value] of Object.entries(sources.flags ?? {})) if (value !== undefined) setPath(fromFlags, key, value);
-  merged = deepMerge(merged, fromFlags);
+  merged = deepMerge(merged, renameDeprecated(fromFlags, "command line", warnings));
 
   const result = ConfigSchema.safeParse(merged);
   if (!result.success) {
@@ -130,5 +183,5 @@ export function loadConfig(sources: ConfigSources): Config {
     });
     throw new ConfigError(`Invalid configuration: ${lines.join("; ")}. See docs/CONFIG.md for every key and its default.`);
   }
-  return result.data;
+  return { config: result.data, warnings };
 }

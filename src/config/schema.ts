@@ -1,5 +1,9 @@
 import { z } from "zod";
-import { RUNTIMES } from "../sandbox/runtimes.js";
+import { RUNTIMES } from "../shared/languages.js";
+
+/** OCI runtimes a sandbox can run under. ("Runtime" alone means node, bun or python.) */
+export const OCI_RUNTIMES = ["runc", "runsc"] as const;
+export type OciRuntime = (typeof OCI_RUNTIMES)[number];
 
 // The one schema for every setting. docs/CONFIG.md documents each key; keep them in step
 // (a unit test checks that every key below appears there).
@@ -79,7 +83,8 @@ export const ConfigSchema = z
           .min(1, "list at least one runtime: node, bun, python")
           .default([...RUNTIMES])
           .transform((l) => [...new Set(l)]),
-        runtime: z.enum(["runc", "runsc"]).default("runc"),
+        /** The OCI runtime the engine starts sandboxes with: runc, or runsc (gVisor). */
+        ociRuntime: z.enum(OCI_RUNTIMES).default("runc"),
         profile: z.enum(PROFILE_NAMES).default("standard"),
         profiles: z
           .object({

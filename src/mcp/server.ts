@@ -1,7 +1,7 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Bridge } from "../bridge/bridge.js";
-import type { CodeExecutor } from "../sandbox/executor.js";
-import type { RuntimeName } from "../sandbox/runtimes.js";
+import type { RunService } from "../runs/run-service.js";
+import type { RuntimeName } from "../shared/languages.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
@@ -11,13 +11,14 @@ import { registerSandboxInfoTool } from "./tools/sandbox-info.js";
 import { registerSearchToolsTool } from "./tools/search-tools.js";
 
 export interface McpServerDeps {
-  executor: CodeExecutor;
+  runs: RunService;
   bridge: Bridge;
   files: UserFiles;
   logger: Logger;
   /** The user a request runs as: from the authenticated request (HTTP) or the local user (stdio). */
   userIdFor: (authInfo: unknown) => string;
-  runtime: string;
+  /** The OCI runtime sandboxes run under (runc, runsc), reported by sandbox_info. */
+  ociRuntime: string;
   /** The language runtimes execute_code offers. */
   runtimes: readonly RuntimeName[];
 }
@@ -26,14 +27,14 @@ export const SERVER_INSTRUCTIONS =
   "codebox-mcp runs code (TypeScript, JavaScript, Python) in fresh, hardened, single-use sandboxes. Use execute_code to compute, transform data, " +
   "or work with files in /workspace (kept between calls). Print only what you need to see.";
 
-/** One MCP server per client connection; all share the executor (and so the engine and limits). */
+/** One MCP server per client connection; all share the run service (and so the engine and limits). */
 export function createMcpServer(deps: McpServerDeps): McpServer {
   const server = new McpServer(
     { name: "codebox-mcp", title: "codebox-mcp", version: packageVersion() },
     { capabilities: { tools: {}, logging: {}, resources: { listChanged: true } }, instructions: SERVER_INSTRUCTIONS },
   );
   registerExecuteCodeTool(server, {
-    executor: deps.executor,
+    runs: deps.runs,
     logger: deps.logger,
     userIdFor: deps.userIdFor,
     nodeVersion: process.versions.node,
@@ -42,6 +43,6 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });
-  registerSandboxInfoTool(server, { executor: deps.executor, logger: deps.logger, userIdFor: deps.userIdFor, runtime: deps.runtime, runtimes: deps.runtimes });
+  registerSandboxInfoTool(server, { runs: deps.runs, logger: deps.logger, userIdFor: deps.userIdFor, ociRuntime: deps.ociRuntime, runtimes: deps.runtimes });
   return server;
 }

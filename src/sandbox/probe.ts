@@ -1,200 +1,9 @@
-// JavaScript run inside a sandbox by the `sandbox_info` tool: measures the isolation from the
-// inside, the way an attacker would see it. Prints one JSON object.
-export const SANDBOX_PROBE_JS = String.raw`
-import fs from "node:fs";
-import os from "node:os";
-import net from "node:net";
-import dns from "node:dns/promises";
-
-const read = (p) => { try { return fs.readFileSync(p, "utf8"); } catch { return null; } };
-const status = read("/proc/self/status") ?? "";
-const field = (k) => status.match(new RegExp("^" + k + ":\\s*(\\S+)", "m"))?.[1] ?? null;
-const limit = (name) => {
-  const line = (read("/proc/self/limits") ?? "").split("\n").find((l) => l.startsWith(name));
-  const soft = line?.slice(26).trim().split(/\s+/)[0];
-  return soft === undefined ? null : soft === "unlimited" ? "unlimited" : Number(soft);
-};
-const writable = (p) => { const f = p + "/.codebox-probe-" + process.pid; try { fs.writeFileSync(f, "x"); fs.unlinkSync(f); return true; } catch { return false; } };
-const num = (t) => { const v = t?.trim(); return v && /^\d+$/.test(v) ? Number(v) : v === "max" ? "max" : null; };
-
-const memV1 = num(read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
-const memV2 = num(read("/sys/fs/cgroup/memory.max"));
-const pids = num(read("/sys/fs/cgroup/pids/pids.max")) ?? num(read("/sys/fs/cgroup/pids.max"));
-const quota = num(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"));
-const period = num(read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
-const cpuMax = read("/sys/fs/cgroup/cpu.max")?.trim().split(" ");
-const cpus = typeof quota === "number" && quota > 0 && typeof period === "number" ? quota / period
-  : cpuMax && cpuMax[0] !== "max" ? Number(cpuMax[0]) / Number(cpuMax[1]) : null;
-let tmpBytes = null;
-try { const s = fs.statfsSync("/tmp"); tmpBytes = s.blocks * s.bsize; } catch {}
-
-const tcp = await new Promise((resolve) => {
-  const s = net.connect({ host: "1.1.1.1", port: 443, timeout: 1500 });
-  s.on("connect", () => { s.destroy(); resolve("connected"); });
-  s.on("timeout", () => { s.destroy(); resolve("timeout"); });
-  s.on("error", (e) => resolve(e.code ?? "error"));
-});
-const metadata = await new Promise((resolve) => {
-  const s = net.connect({ host: "169.254.169.254", port: 80, timeout: 1500 });
-  s.on("connect", () => { s.destroy(); resolve("connected"); });
-  s.on("timeout", () => { s.destroy(); resolve("timeout"); });
-  s.on("error", (e) => resolve(e.code ?? "error"));
-});
-const lookup = await dns.lookup("example.com").then(() => "resolved", (e) => e.code ?? "error");
-
-console.log(JSON.stringify({
-  uid: process.getuid(),
-  gid: process.getgid(),
-  capEff: field("CapEff"),
-  capPrm: field("CapPrm"),
-  capBnd: field("CapBnd"),
-  noNewPrivs: field("NoNewPrivs") === null ? null : field("NoNewPrivs") === "1",
-  seccompMode: field("Seccomp") === null ? null : Number(field("Seccomp")),
-  readOnlyRoot: !writable("/opt") && !writable("/"),
-  writable: { workspace: writable("/workspace"), skills: writable("/skills"), tmp: writable("/tmp"), servers: writable("/servers") },
-  network: {
-    interfaces: Object.keys(os.networkInterfaces()),
-    tcpToInternet: tcp,
-    cloudMetadata: metadata,
-    dns: lookup,
-  },
-  limits: {
-    memoryBytes: memV1 ?? memV2,
-    cpus,
-    pids,
-    openFiles: limit("Max open files"),
-    fileSizeBytes: limit("Max file size"),
-    tmpBytes,
-  },
-  dockerSocket: ["/var/run/docker.sock", "/run/docker.sock"].some((p) => fs.existsSync(p)),
-  environment: Object.keys(process.env).sort(),
-  kernel: os.release(),
-  interpreter: typeof Bun !== "undefined" ? { name: "bun", version: Bun.version } : { name: "node", version: process.version },
-}));
-`;
-
-// The same measurements from Python, printing the same JSON object.
-export const SANDBOX_PROBE_PY = String.raw`
-import errno, fcntl, json, os, platform, re, socket, struct, sys
-
-def read(p):
-    try:
-        with open(p) as f:
-            return f.read()
-    except OSError:
-        return None
-
-status = read("/proc/self/status") or ""
-def field(k):
-    m = re.search(r"^" + k + r":\s*(\S+)", status, re.M)
-    return m.group(1) if m else None
-
-def limit(name):
-    for line in (read("/proc/self/limits") or "").split("\n"):
-        if line.startswith(name):
-            soft = line[26:].split()[0]
-            return "unlimited" if soft == "unlimited" else int(soft)
-    return None
-
-def writable(p):
-    f = p + "/.codebox-probe-" + str(os.getpid())
-    try:
-        with open(f, "w") as fh:
-            fh.write("x")
-        os.unlink(f)
-        return True
-    except OSError:
-        return False
-
-def num(t):
-    v = (t or "").strip()
-    return int(v) if v.isdigit() else ("max" if v == "max" else None)
-
-def connect(host, port):
-    try:
-        socket.create_connection((host, port), timeout=1.5).close()
-        return "connected"
-    except socket.timeout:
-        return "timeout"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, "error")
-
-def lookup(host):
-    try:
-        socket.getaddrinfo(host, 80)
-        return "resolved"
-    except socket.gaierror as e:
-        return {socket.EAI_NONAME: "ENOTFOUND", socket.EAI_AGAIN: "EAI_AGAIN"}.get(e.errno, "EAI_FAIL")
-    except OSError as e:
-        return errno.errorcode.get(e.errno, "error")
-
-def interfaces():
-    # Like Node's os.networkInterfaces(): interfaces that have an address.
-    v6 = {line.split()[-1] for line in (read("/proc/net/if_inet6") or "").splitlines() if line.strip()}
-    out = []
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for _, name in socket.if_nameindex():
-            try:
-                fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
-                out.append(name)
-            except OSError:
-                if name in v6:
-                    out.append(name)
-    finally:
-        s.close()
-    return out
-
-mem_v1 = num(read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-mem_v2 = num(read("/sys/fs/cgroup/memory.max"))
-pids = num(read("/sys/fs/cgroup/pids/pids.max"))
-if pids is None:
-    pids = num(read("/sys/fs/cgroup/pids.max"))
-quota = num(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"))
-period = num(read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
-cpu_max = (read("/sys/fs/cgroup/cpu.max") or "").split()
-if isinstance(quota, int) and quota > 0 and isinstance(period, int):
-    cpus = quota / period
-elif len(cpu_max) == 2 and cpu_max[0] != "max":
-    cpus = int(cpu_max[0]) / int(cpu_max[1])
-else:
-    cpus = None
-try:
-    st = os.statvfs("/tmp")
-    tmp_bytes = st.f_blocks * st.f_frsize
-except OSError:
-    tmp_bytes = None
-
-print(json.dumps({
-    "uid": os.getuid(),
-    "gid": os.getgid(),
-    "capEff": field("CapEff"),
-    "capPrm": field("CapPrm"),
-    "capBnd": field("CapBnd"),
-    "noNewPrivs": None if field("NoNewPrivs") is None else field("NoNewPrivs") == "1",
-    "seccompMode": None if field("Seccomp") is None else int(field("Seccomp")),
-    "readOnlyRoot": not writable("/opt") and not writable("/"),
-    "writable": {"workspace": writable("/workspace"), "skills": writable("/skills"), "tmp": writable("/tmp"), "servers": writable("/servers")},
-    "network": {
-        "interfaces": interfaces(),
-        "tcpToInternet": connect("1.1.1.1", 443),
-        "cloudMetadata": connect("169.254.169.254", 80),
-        "dns": lookup("example.com"),
-    },
-    "limits": {
-        "memoryBytes": mem_v1 if mem_v1 is not None else mem_v2,
-        "cpus": cpus,
-        "pids": pids,
-        "openFiles": limit("Max open files"),
-        "fileSizeBytes": limit("Max file size"),
-        "tmpBytes": tmp_bytes,
-    },
-    "dockerSocket": any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock")),
-    "environment": sorted(os.environ.keys()),
-    "kernel": platform.release(),
-    "interpreter": {"name": "python", "version": platform.python_version()},
-}))
-`;
+// The programs the `sandbox_info` tool runs inside a sandbox: they measure the isolation from the
+// inside, the way an attacker would see it, and print one JSON object. They are real source files
+// (sandbox-image/probe/), read from the package.
+import { readFileSync } from "node:fs";
+import type { Language, RuntimeName } from "../shared/languages.js";
+import { packagePath } from "../shared/paths.js";
 
 export interface SandboxFacts {
   uid: number;
@@ -213,4 +22,17 @@ export interface SandboxFacts {
   kernel: string;
   /** The language runtime that ran the probe. */
   interpreter: { name: string; version: string };
+}
+
+const cache = new Map<string, string>();
+
+/** The probe for a runtime: Python's for python, the JavaScript one for Node and Bun. */
+export function probeProgram(runtime: RuntimeName): { code: string; language: Language } {
+  const file = runtime === "python" ? "probe.py" : "probe.mjs";
+  let code = cache.get(file);
+  if (code === undefined) {
+    code = readFileSync(packagePath("sandbox-image", "probe", file), "utf8");
+    cache.set(file, code);
+  }
+  return { code, language: runtime === "python" ? "python" : "javascript" };
 }

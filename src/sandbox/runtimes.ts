@@ -1,15 +1,7 @@
-// The language runtimes a sandbox can run: one image each, one runner each (sandbox-image/<name>/).
-// Everything else (hardening, mounts, the bridge, the pool) is the same for all of them.
-import { InputError } from "../shared/errors.js";
+// How each language runtime is packaged: its image, its runner, its PID 1. Everything else
+// (hardening, mounts, the bridge, the pool) is the same for all of them.
+import { type Language, RUNTIME_INFO, type RuntimeName } from "../shared/languages.js";
 
-export const LANGUAGES = ["typescript", "javascript", "python"] as const;
-export type Language = (typeof LANGUAGES)[number];
-
-export const RUNTIMES = ["node", "bun", "python"] as const;
-export type RuntimeName = (typeof RUNTIMES)[number];
-
-/** The runtimes a caller may pick for TypeScript/JavaScript (Python has exactly one). */
-export const JS_RUNTIMES = ["node", "bun"] as const;
 
 export interface RuntimeSpec {
   name: RuntimeName;
@@ -30,14 +22,10 @@ export interface RuntimeSpec {
   path: string;
 }
 
-/** Bun comes from its npm package (@oven/bun-linux-<arch>), pinned by version and integrity. */
-export const BUN_VERSION = "1.4.5";
-
 export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
   node: {
     name: "node",
-    title: "Node.js",
-    languages: ["typescript", "javascript"],
+    ...RUNTIME_INFO.node,
     runnerFiles: ["runner.mjs", "hooks.mjs"],
     repository: "codebox-mcp-sandbox",
     dockerfile: "Dockerfile.sandbox",
@@ -50,8 +38,7 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
   },
   bun: {
     name: "bun",
-    title: "Bun",
-    languages: ["typescript", "javascript"],
+    ...RUNTIME_INFO.bun,
     runnerFiles: ["runner.mjs"],
     repository: "codebox-mcp-sandbox-bun",
     dockerfile: "Dockerfile.bun",
@@ -63,8 +50,7 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
   },
   python: {
     name: "python",
-    title: "CPython",
-    languages: ["python"],
+    ...RUNTIME_INFO.python,
     runnerFiles: ["runner.py"],
     repository: "codebox-mcp-sandbox-python",
     dockerfile: "Dockerfile.python",
@@ -76,36 +62,3 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     path: "/usr/local/bin:/usr/bin",
   },
 };
-
-/**
- * Which runtime runs a request: Python code runs on CPython; TypeScript and JavaScript on Node
- * unless the caller asks for Bun. A combination that makes no sense is refused, saying what works.
- */
-export function runtimeFor(language: Language, runtime: RuntimeName | undefined, enabled: readonly RuntimeName[]): RuntimeName {
-  let chosen: RuntimeName;
-  if (language === "python") {
-    if (runtime !== undefined && runtime !== "python") {
-      throw new InputError(`runtime "${runtime}" does not run Python. Omit runtime (or pass "python") for language "python".`);
-    }
-    chosen = "python";
-  } else {
-    if (runtime === "python") {
-      throw new InputError(`runtime "python" runs only language "python"; for ${language} pass runtime "node" or "bun", or omit it.`);
-    }
-    chosen = runtime ?? "node";
-  }
-  if (!enabled.includes(chosen)) {
-    throw new InputError(`the ${RUNTIME_SPECS[chosen].title} runtime is turned off on this server (sandbox.runtimes = ${JSON.stringify(enabled)}). Use one of: ${enabled.join(", ")}.`);
-  }
-  return chosen;
-}
-
-/** The runtime used when nothing says otherwise: Node when it is offered, else the first offered. */
-export function defaultRuntime(enabled: readonly RuntimeName[]): RuntimeName {
-  return enabled.includes("node") ? "node" : (enabled[0] ?? "node");
-}
-
-/** The languages the enabled runtimes can run. */
-export function languagesOf(enabled: readonly RuntimeName[]): Language[] {
-  return LANGUAGES.filter((l) => enabled.some((r) => RUNTIME_SPECS[r].languages.includes(l)));
-}

@@ -6,7 +6,6 @@ export type ErrorCode =
   | "CODEBOX_INPUT_INVALID"
   | "CODEBOX_ENGINE_UNAVAILABLE"
   | "CODEBOX_IMAGE_BUILD_FAILED"
-  | "CODEBOX_IMAGE_MISSING"
   | "CODEBOX_RUNTIME_MISSING"
   | "CODEBOX_SANDBOX_FAILED"
   | "CODEBOX_CANCELED"
@@ -64,7 +63,7 @@ export class RuntimeMissingError extends CodeboxError {
     super(
       "CODEBOX_RUNTIME_MISSING",
       `The container runtime "${runtime}" is not registered with the Docker engine (it has: ${available.join(", ") || "none"}). ` +
-        'Install and register it (scripts/setup.sh does this for runsc), or set "sandbox.runtime" to "runc".',
+        'Install and register it (scripts/setup.sh does this for runsc), or set "sandbox.ociRuntime" (CODEBOX_OCI_RUNTIME) to "runc".',
     );
   }
 }
@@ -85,6 +84,38 @@ export class UnsafePathError extends CodeboxError {
   constructor(message: string) {
     super("CODEBOX_UNSAFE_PATH", message);
   }
+}
+
+export class UpstreamUnavailableError extends CodeboxError {
+  constructor(server: string, detail: string) {
+    super("CODEBOX_UPSTREAM_UNAVAILABLE", `The upstream MCP server "${server}" is unavailable: ${detail}. codebox-mcp reconnects on its own; retry in a few seconds, and see \`codebox-mcp doctor\` if it persists.`);
+  }
+}
+
+export class BusyError extends CodeboxError {
+  constructor(detail: string) {
+    super("CODEBOX_BUSY", `The server is busy (${detail}). Retry in a few seconds.`);
+  }
+}
+
+export class NotFoundError extends CodeboxError {
+  constructor(message: string) {
+    super("CODEBOX_NOT_FOUND", message);
+  }
+}
+
+export class QuotaExceededError extends CodeboxError {
+  constructor(usedBytes: number, usedInodes: number, quotaBytes: number, quotaInodes: number) {
+    super(
+      "CODEBOX_QUOTA_EXCEEDED",
+      `This user's files use ${mib(usedBytes)} in ${usedInodes} files and directories; the quota is ${mib(quotaBytes)} and ${quotaInodes} entries. ` +
+        "Delete files from /workspace or /skills (runs that delete are allowed once usage is back under the quota), or ask the operator for a larger storage.quotaMiB.",
+    );
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 export function errorMessage(err: unknown): string {

@@ -2,26 +2,28 @@ import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../shared/logger.js";
 
+export interface RunAuditRecord {
+  kind: "run";
+  userId: string;
+  runId: string;
+  codeSha256: string;
+  language: string;
+  /** The language runtime (node, bun, python). */
+  runtime: string;
+  /** The OCI runtime (runc, runsc). */
+  ociRuntime: string;
+  durationMs: number;
+  exitCode: number | null;
+  timedOut: boolean;
+  oomKilled: boolean;
+  canceled: boolean;
+  upstreamCalls: number;
+  refusals: number;
+  error?: string;
+}
+
 export type AuditRecord =
-  | {
-      kind: "run";
-      userId: string;
-      runId: string;
-      codeSha256: string;
-      language: string;
-      /** The OCI runtime (runc, runsc). */
-      runtime: string;
-      /** The language runtime (node, bun, python). */
-      interpreter: string;
-      durationMs: number;
-      exitCode: number | null;
-      timedOut: boolean;
-      oomKilled: boolean;
-      canceled: boolean;
-      upstreamCalls: number;
-      refusals: number;
-      error?: string;
-    }
+  | RunAuditRecord
   | { kind: "call"; runId: string; userId: string; server: string; tool: string; ok: boolean; durationMs: number; responseBytes: number; error?: string }
   | { kind: "refusal"; runId: string; status: number; reason: string; server?: string; tool?: string };
 

@@ -1,6 +1,6 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
-import { CodeboxError, InputError } from "../shared/errors.js";
+import { CodeboxError, InputError, NotFoundError } from "../shared/errors.js";
 import { packagePath } from "../shared/paths.js";
 import { isFileBeneath, listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
 
@@ -147,7 +147,7 @@ export class SkillStore {
       if (!language) throw Object.assign(new Error("no code"), { code: "ENOENT" });
       code = (await readFileBeneath(root, `${name}/${SKILL_FILE[language]}`, MAX_SKILL_FILE)).toString("utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new CodeboxError("CODEBOX_NOT_FOUND", `No skill named "${name}". list_skills shows the ones there are.`);
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError(`No skill named "${name}". list_skills shows the ones there are.`);
       throw err;
     }
     return { ...summary, code, language: summary.languages[0]!, skillMd };

@@ -2,24 +2,11 @@ import { execFile } from "node:child_process";
 import { constants, existsSync, promises as fs } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { CodeboxError, errorMessage } from "../shared/errors.js";
+import { CodeboxError, errorMessage, QuotaExceededError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 
 const execFileP = promisify(execFile);
 
-export class QuotaExceededError extends CodeboxError {
-  constructor(usedBytes: number, usedInodes: number, quotaBytes: number, quotaInodes: number) {
-    super(
-      "CODEBOX_QUOTA_EXCEEDED",
-      `This user's files use ${mib(usedBytes)} in ${usedInodes} files and directories; the quota is ${mib(quotaBytes)} and ${quotaInodes} entries. ` +
-        "Delete files from /workspace or /skills (runs that delete are allowed once usage is back under the quota), or ask the operator for a larger storage.quotaMiB.",
-    );
-  }
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
 
 export type QuotaMode = "kernel" | "soft" | "off";
 

@@ -10,6 +10,7 @@ import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { App } from "../app.js";
 import { errorMessage } from "../shared/errors.js";
+import { defaultRuntime } from "../shared/languages.js";
 import { CodeboxTokenVerifier, resolveApiKeys, userIdOf } from "./auth.js";
 import { BoundedEventStore } from "./event-store.js";
 
@@ -80,7 +81,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
   web.get("/readyz", async (_req, res) => {
     try {
       await app.backend.engineInfo();
-      const image = await app.backend.imageExists();
+      const image = await app.backend.imageExists(defaultRuntime(app.config.sandbox.runtimes));
       if (draining || !image) res.status(503).json({ ready: false, engine: true, image, draining });
       else res.json({ ready: true, engine: true, image: true });
     } catch (err) {
@@ -193,12 +194,12 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
   const shutdown = (reason: string) => {
     shutdownPromise ??= (async () => {
       draining = true;
-      app.executor.stopAccepting();
+      app.runs.stopAccepting();
       clearInterval(idleTimer);
       logger.info(`shutting down (${reason}): no new sessions or runs; waiting up to ${h.shutdownGraceMs} ms for runs in progress`);
       listener.close();
       const deadline = Date.now() + h.shutdownGraceMs;
-      while (app.executor.limiter.stats.active + app.executor.limiter.stats.queued > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      while (app.runs.inFlight.active + app.runs.inFlight.queued > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       // Past the grace period: kill and remove every container, close sessions and upstreams.
       await app.close();
       for (const s of sessions.values()) await s.transport.close().catch(() => {});

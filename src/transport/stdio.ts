@@ -1,5 +1,6 @@
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { App } from "../app.js";
+import { defaultRuntime } from "../shared/languages.js";
 
 /**
  * Serves MCP over stdin/stdout. stdout carries only protocol frames; every log line goes to
@@ -25,7 +26,7 @@ export async function serveStdio(app: App): Promise<void> {
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
   await server.connect(transport);
-  app.logger.info("codebox-mcp serving MCP over stdio", { dataDir: app.config.dataDir, runtime: app.config.sandbox.runtime, image: app.backend.image });
+  app.logger.info("codebox-mcp serving MCP over stdio", { dataDir: app.config.dataDir, ociRuntime: app.config.sandbox.ociRuntime, image: app.backend.imageTag(defaultRuntime(app.config.sandbox.runtimes)) });
   // Warm containers for the one local user, ready before the first call.
-  void app.warmUp().then(() => app.executor.prewarm(app.config.userId));
+  void app.warmUp().then(() => app.runs.prewarm(app.config.userId));
 }

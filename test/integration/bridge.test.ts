@@ -22,7 +22,7 @@ function makeApp(flags: Record<string, unknown> = {}): { app: App; lines: Array<
     env: {},
     flags: {
       dataDir: tempDir("bridge"),
-      "sandbox.runtime": defaultTestRuntime,
+      "sandbox.ociRuntime": defaultTestRuntime,
       "sandbox.profiles": { light: {}, standard: { timeoutMs: 20_000 }, heavy: {} },
       mcpServers: { rows: { command: process.execPath, args: [rowsServerPath], env: { ROWS_SECRET: CANARY, ROWS_EVENTS_FILE: eventsFile } } },
       "bridge.maxCallsPerRun": 20,
@@ -34,7 +34,7 @@ function makeApp(flags: Record<string, unknown> = {}): { app: App; lines: Array<
 }
 
 const run = (code: string, opts: { userId?: string; timeoutMs?: number } = {}, target: App = app) =>
-  target.executor.execute({ userId: opts.userId ?? "alice", code, language: "typescript", timeoutMs: opts.timeoutMs });
+  target.runs.execute({ userId: opts.userId ?? "alice", code, language: "typescript", timeoutMs: opts.timeoutMs });
 
 beforeAll(async () => {
   ({ app, lines } = makeApp());
@@ -107,7 +107,7 @@ describe("calling upstream tools from sandboxed code", () => {
   });
 
   it("gives Python the same refusals as MCPToolError with the status", async () => {
-    const r = await app.executor.execute({
+    const r = await app.runs.execute({
       userId: "alice",
       language: "python",
       code: [
@@ -311,7 +311,7 @@ describe("under gVisor", () => {
   it("calls upstream tools with NetworkMode none under runsc (setup.sh installs it)", async () => {
     const info = await docker.info() as { Runtimes?: Record<string, unknown> };
     expect(Object.keys(info.Runtimes ?? {}), "runsc must be registered: run scripts/setup.sh").toContain("runsc");
-    const g = makeApp({ "sandbox.runtime": "runsc" });
+    const g = makeApp({ "sandbox.ociRuntime": "runsc" });
     try {
       const r = await run('import { echo } from "/servers/rows/index.ts"; import net from "node:net"; console.log(await echo({ message: "gvisor" }), Object.keys((await import("node:os")).networkInterfaces()).join(","))', {}, g.app);
       expect(r.stderr).toBe("");
@@ -326,7 +326,7 @@ describe("under gVisor", () => {
 describe("TCP mode (for engines that cannot share a unix socket)", () => {
   it("reaches the callback over TCP with the run token, and refuses it without", async () => {
     // TCP mode is for Docker Desktop's runc; runsc is registered with --network=none and has no network to use.
-    const t = makeApp({ "bridge.transport": "tcp", "bridge.tcpBindHost": "0.0.0.0", "sandbox.runtime": "runc" });
+    const t = makeApp({ "bridge.transport": "tcp", "bridge.tcpBindHost": "0.0.0.0", "sandbox.ociRuntime": "runc" });
     try {
       const r = await run(
         `import { echo } from "/servers/rows/index.ts";
@@ -340,7 +340,7 @@ describe("TCP mode (for engines that cannot share a unix socket)", () => {
       expect(r.stderr).toBe("");
       expect(r.stdout).toBe("echo: tcp 401 false\n");
       // The Python client takes the same URL.
-      const py = await t.app.executor.execute({ userId: "alice", language: "python", code: "import os\nfrom servers.rows import echo\nprint(echo(message='tcp-py'), 'CODEBOX_BRIDGE_URL' in os.environ)" });
+      const py = await t.app.runs.execute({ userId: "alice", language: "python", code: "import os\nfrom servers.rows import echo\nprint(echo(message='tcp-py'), 'CODEBOX_BRIDGE_URL' in os.environ)" });
       expect(py.stderr).toBe("");
       expect(py.stdout).toBe("echo: tcp-py True\n");
     } finally {

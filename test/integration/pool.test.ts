@@ -28,14 +28,14 @@ const probe = `
 
 describe.each(["runc", "runsc"] as const)("the warm pool under %s", (runtime) => {
   it("hands consecutive runs of one user different containers, processes and /tmp", async () => {
-    const app = testApp({ "sandbox.runtime": runtime, "sandbox.pool": { size: 1, maxTotal: 4, idleMs: 60_000 } });
+    const app = testApp({ "sandbox.ociRuntime": runtime, "sandbox.pool": { size: 1, maxTotal: 4, idleMs: 60_000 } });
     apps.push(app);
-    app.executor.prewarm("alice");
+    app.runs.prewarm("alice");
     await waitWarm(app, "alice");
     const seen: Array<{ bootTime: string; tmpBefore: string[] }> = [];
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
-      const r = await app.executor.execute({ userId: "alice", code: probe, language: "typescript" });
+      const r = await app.runs.execute({ userId: "alice", code: probe, language: "typescript" });
       expect(r.exitCode).toBe(0);
       seen.push(JSON.parse(r.stdout));
       ids.push(r.containerId);
@@ -57,10 +57,10 @@ describe.each(["runc", "runsc"] as const)("the warm pool under %s", (runtime) =>
   });
 
   it("never gives a warm container another user's mounts", async () => {
-    const app = testApp({ "sandbox.runtime": runtime, "sandbox.pool": { size: 1, maxTotal: 4, idleMs: 60_000 } });
+    const app = testApp({ "sandbox.ociRuntime": runtime, "sandbox.pool": { size: 1, maxTotal: 4, idleMs: 60_000 } });
     apps.push(app);
-    await app.executor.execute({ userId: "alice", code: 'import fs from "node:fs"; fs.writeFileSync("/workspace/alice-only.txt", "a")', language: "typescript" });
-    await app.executor.execute({ userId: "bob", code: "console.log(1)", language: "typescript" });
+    await app.runs.execute({ userId: "alice", code: 'import fs from "node:fs"; fs.writeFileSync("/workspace/alice-only.txt", "a")', language: "typescript" });
+    await app.runs.execute({ userId: "bob", code: "console.log(1)", language: "typescript" });
     await waitWarm(app, "alice");
     await waitWarm(app, "bob");
     const userRoot = (u: string) => join(app.config.dataDir, "users", u);
@@ -80,7 +80,7 @@ describe.each(["runc", "runsc"] as const)("the warm pool under %s", (runtime) =>
       }
     }
     // And from inside: bob's next (warm) run does not see alice's file.
-    const r = await app.executor.execute({ userId: "bob", code: 'import fs from "node:fs"; console.log(fs.existsSync("/workspace/alice-only.txt"))', language: "typescript" });
+    const r = await app.runs.execute({ userId: "bob", code: 'import fs from "node:fs"; console.log(fs.existsSync("/workspace/alice-only.txt"))', language: "typescript" });
     expect(r.stdout).toBe("false\n");
   });
 });

@@ -3,8 +3,10 @@ import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
-import type { Language, RuntimeName } from "../../src/sandbox/runtimes.js";
-import { closeAndCheck, expectNoRunContainers, testApp } from "../helpers.js";
+import { completionPrefix, encodePayload } from "../../src/protocol/runner.js";
+import { loadSeccompProfile } from "../../src/sandbox/docker/seccomp.js";
+import type { Language, RuntimeName } from "../../src/shared/languages.js";
+import { closeAndCheck, expectNoRunContainers, repoRoot, testApp } from "../helpers.js";
 
 // Python and Bun in real containers: the runner contract (output, exit codes, errors, imports,
 // files) as each language's users expect it. Hardening is the same spec for every runtime (unit
@@ -12,12 +14,12 @@ import { closeAndCheck, expectNoRunContainers, testApp } from "../helpers.js";
 describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) => {
   let app: App;
   const run = (code: string, language: Language, runtime?: RuntimeName, opts: { timeoutMs?: number; userId?: string } = {}) =>
-    app.executor.execute({ userId: opts.userId ?? "rt-user", code, language, runtime, timeoutMs: opts.timeoutMs });
+    app.runs.execute({ userId: opts.userId ?? "rt-user", code, language, runtime, timeoutMs: opts.timeoutMs });
   const py = (code: string, opts?: { timeoutMs?: number; userId?: string }) => run(code, "python", undefined, opts);
   const bun = (code: string, language: Language = "typescript") => run(code, language, "bun");
 
   beforeAll(() => {
-    app = testApp({ "sandbox.runtime": oci });
+    app = testApp({ "sandbox.ociRuntime": oci });
   });
   afterEach(async () => {
     await expectNoRunContainers(app);
@@ -144,13 +146,14 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
     ["python", "python", "import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)"],
   ] as const)("the %s runner ends stdout and stderr with the completion line", async (runtime, language, code) => {
     const image = await app.backend.ensureImage(runtime);
-    const payload = `${JSON.stringify({ code, language, env: {}, done: "nonce42" })}\n`;
+    const prefix = completionPrefix("0123456789abcdef0123456789abcdef");
+    const payload = encodePayload({ code, language, env: {}, completion: prefix });
     // Our seccomp profile: under gVisor the engine's default one cannot start Node's or Bun's threads.
     const profile = join(app.config.dataDir, `seccomp-${oci}.json`);
-    writeFileSync(profile, app.backend.seccomp());
+    writeFileSync(profile, loadSeccompProfile(join(repoRoot, "seccomp", "profile.json"), oci));
     const r = spawnSync("docker", ["run", "-i", "--rm", "--network", "none", "--runtime", oci, "--security-opt", `seccomp=${profile}`, image], { input: payload, encoding: "latin1", timeout: 60_000 });
-    expect(r.stdout).toBe("out\n\u0000CODEBOX-DONE:nonce42:3\n");
-    expect(r.stderr).toBe("err\n\u0000CODEBOX-DONE:nonce42:3\n");
+    expect(r.stdout).toBe(`out\n${prefix}3\n`);
+    expect(r.stderr).toBe(`err\n${prefix}3\n`);
     expect(r.status).toBe(3);
   });
 

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { App } from "../../src/app.js";
-import type { Language } from "../../src/sandbox/backend.js";
+import type { Language } from "../../src/shared/languages.js";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
 import { closeAndCheck, expectNoRunContainers, testApp } from "../helpers.js";
 
@@ -11,10 +11,10 @@ describe.each(["runc", "runsc"] as const)("sandbox under %s", (runtime) => {
 const gvisor = runtime === "runsc";
 let app: App;
 const run = (code: string, opts: { language?: Language; timeoutMs?: number; userId?: string; signal?: AbortSignal } = {}) =>
-  app.executor.execute({ userId: opts.userId ?? "alice", code, language: opts.language ?? "typescript", timeoutMs: opts.timeoutMs, signal: opts.signal });
+  app.runs.execute({ userId: opts.userId ?? "alice", code, language: opts.language ?? "typescript", timeoutMs: opts.timeoutMs, signal: opts.signal });
 
 beforeAll(() => {
-  app = testApp({ "sandbox.runtime": runtime, "sandbox.profiles": { light: {}, standard: { timeoutMs: 15_000 }, heavy: {} } });
+  app = testApp({ "sandbox.ociRuntime": runtime, "sandbox.profiles": { light: {}, standard: { timeoutMs: 15_000 }, heavy: {} } });
 });
 
 afterEach(async () => {
@@ -227,7 +227,7 @@ describe("limits", () => {
 describe("clean-up", () => {
   it("removes containers left by a server that died, and keeps those of live servers", async () => {
     const { docker } = app.backend;
-    const image = app.backend.image;
+    const image = app.backend.imageTag("node");
     const labels = (instance: string, pid: number) => ({
       [LABEL.managed]: "true",
       [LABEL.instance]: instance,

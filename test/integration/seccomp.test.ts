@@ -58,7 +58,7 @@ afterAll(() => removeDir(dir));
 describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runtime) => {
   let app: App;
   beforeAll(async () => {
-    app = testApp({ "sandbox.runtime": runtime });
+    app = testApp({ "sandbox.ociRuntime": runtime });
     const dirs = await app.dirs.ensure("probe");
     copyFileSync(probe, join(dirs.workspace, "all-blocked"));
     chownSync(join(dirs.workspace, "all-blocked"), app.backend.uid(), app.backend.uid());
@@ -70,7 +70,7 @@ describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runti
   });
 
   it(`blocks each of the ${blocked.length} listed syscalls with EPERM`, async () => {
-    const r = await app.executor.execute({ userId: "probe", language: "javascript", code: 'import { execFileSync } from "node:child_process"; process.stdout.write(execFileSync("/workspace/all-blocked", { encoding: "utf8" }))' });
+    const r = await app.runs.execute({ userId: "probe", language: "javascript", code: 'import { execFileSync } from "node:child_process"; process.stdout.write(execFileSync("/workspace/all-blocked", { encoding: "utf8" }))' });
     const results = parse(r.stdout);
     expect(results.size).toBe(blocked.length);
     const notBlocked = [...results].filter(([, v]) => v !== "EPERM" && v !== "absent");
@@ -81,7 +81,7 @@ describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runti
   });
 
   it("runs the supported workloads under the profile", async () => {
-    const r = await app.executor.execute({
+    const r = await app.runs.execute({
       userId: "probe",
       language: "typescript",
       code: `
@@ -119,7 +119,7 @@ describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runti
 
   // What Bun itself needs at run time (its own event loop, JIT, workers, spawn, Bun.serve).
   it("runs Bun's workloads under the profile", async () => {
-    const r = await app.executor.execute({
+    const r = await app.runs.execute({
       userId: "probe",
       language: "typescript",
       runtime: "bun",
@@ -147,7 +147,7 @@ describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runti
 
   // What CPython needs: threads, subprocesses, asyncio, sockets on loopback, sqlite, hashing, compression.
   it("runs Python's workloads under the profile", async () => {
-    const r = await app.executor.execute({
+    const r = await app.runs.execute({
       userId: "probe",
       language: "python",
       code: [

@@ -880,7 +880,7 @@ export function defineRedTeam(runtime: Runtime, flavor: Flavor = "node"): void {
     it("sandbox_info reports what the suite measures from inside", async () => {
       const info = (await ctx.alice.call("sandbox_info", { runtime: flavor })).structuredContent as Record<string, any>;
       const measured = JSON.parse((await ctx.alice.run(measureFromInside(ctx))).stdout) as Record<string, unknown>;
-      expect(info.runtime).toBe(runtime);
+      expect(info.ociRuntime).toBe(runtime);
       expect(info.interpreter.name).toBe(flavor);
       expect(info.uid).toBe(measured.uid);
       expect(info.capEff).toBe(measured.capEff);

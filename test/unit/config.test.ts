@@ -9,7 +9,7 @@ describe("config", () => {
   it("has documented defaults", () => {
     const c = loadConfig({ env: {}, homeDir: "/home/ada" });
     expect(c.dataDir).toBe("/home/ada/.local/share/codebox-mcp");
-    expect(c.sandbox.runtime).toBe("runc");
+    expect(c.sandbox.ociRuntime).toBe("runc");
     expect(c.sandbox.profile).toBe("standard");
     expect(c.sandbox.profiles.light).toEqual({ memoryMiB: 64, cpus: 0.25, timeoutMs: 10_000, pidsLimit: 64, tmpfsMiB: 64 });
     expect(c.sandbox.profiles.standard).toEqual({ memoryMiB: 256, cpus: 0.5, timeoutMs: 30_000, pidsLimit: 64, tmpfsMiB: 64 });
@@ -25,21 +25,21 @@ describe("config", () => {
   it("merges defaults < config file < env < flags", () => {
     const dir = tempDir("cfg");
     const file = join(dir, "c.json");
-    writeFileSync(file, JSON.stringify({ sandbox: { runtime: "runsc", profile: "light", profiles: { heavy: { memoryMiB: 1024 } } }, logLevel: "debug" }));
+    writeFileSync(file, JSON.stringify({ sandbox: { ociRuntime: "runsc", profile: "light", profiles: { heavy: { memoryMiB: 1024 } } }, logLevel: "debug" }));
     const fromFile = loadConfig({ env: {}, configFile: file });
-    expect(fromFile.sandbox.runtime).toBe("runsc");
+    expect(fromFile.sandbox.ociRuntime).toBe("runsc");
     expect(fromFile.sandbox.profiles.heavy).toMatchObject({ memoryMiB: 1024, cpus: 1 });
     const withEnv = loadConfig({ env: { CODEBOX_PROFILE: "heavy", CODEBOX_MAX_OUTPUT_BYTES: "2048" }, configFile: file });
     expect(withEnv.sandbox.profile).toBe("heavy");
     expect(withEnv.sandbox.maxOutputBytes).toBe(2048);
-    expect(withEnv.sandbox.runtime).toBe("runsc");
+    expect(withEnv.sandbox.ociRuntime).toBe("runsc");
     const withFlags = loadConfig({ env: { CODEBOX_PROFILE: "heavy" }, configFile: file, flags: { "sandbox.profile": "standard", dataDir: "/d" } });
     expect(withFlags.sandbox.profile).toBe("standard");
     expect(withFlags.dataDir).toBe("/d");
   });
 
   it("fails with one message naming the key (and its env variable) for an invalid value", () => {
-    expect(() => loadConfig({ env: { CODEBOX_RUNTIME: "kata" } })).toThrow(/"sandbox\.runtime".*CODEBOX_RUNTIME/);
+    expect(() => loadConfig({ env: { CODEBOX_OCI_RUNTIME: "kata" } })).toThrow(/"sandbox\.ociRuntime".*CODEBOX_OCI_RUNTIME/);
     expect(() => loadConfig({ env: { CODEBOX_MAX_CODE_BYTES: "lots" } })).toThrow(/"sandbox\.maxCodeBytes"/);
     expect(() => loadConfig({ env: {}, flags: { "sandbox.profiles": { light: { memoryMiB: 1 } } } })).toThrow(/"sandbox\.profiles\.light\.memoryMiB"/);
     expect(() => loadConfig({ env: {}, flags: { "sandbox.bogus": 1 } })).toThrow(/sandbox/);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_PROFILES } from "../../src/config/schema.js";
-import { RUNTIMES, RUNTIME_SPECS } from "../../src/sandbox/runtimes.js";
+import { RUNTIMES } from "../../src/shared/languages.js";
+import { RUNTIME_SPECS } from "../../src/sandbox/runtimes.js";
 import { containerSpec } from "../../src/sandbox/docker/host-config.js";
 
 const spec = containerSpec({

@@ -3,8 +3,10 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it } from "vitest";
-import { generateServersTree, pyComment, toPythonIdentifier, toServerDir } from "../../src/bridge/codegen.js";
-import { languagesOf, runtimeFor } from "../../src/sandbox/runtimes.js";
+import { toPythonIdentifier, toServerDir } from "../../src/bridge/codegen/names.js";
+import { pyComment } from "../../src/bridge/codegen/python.js";
+import { generateServersTree } from "../../src/bridge/codegen/servers-tree.js";
+import { languagesOf, runtimeFor } from "../../src/shared/languages.js";
 import { InputError } from "../../src/shared/errors.js";
 import { removeDir, tempDir } from "../helpers.js";
 

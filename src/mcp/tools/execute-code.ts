@@ -2,9 +2,8 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import type { RunResult } from "../../sandbox/backend.js";
-import { BUN_VERSION, JS_RUNTIMES, type Language, type RuntimeName, languagesOf } from "../../sandbox/runtimes.js";
-import type { CodeExecutor } from "../../sandbox/executor.js";
+import { BUN_VERSION, JS_RUNTIMES, type Language, type RuntimeName, languagesOf } from "../../shared/languages.js";
+import type { RunResult, RunService } from "../../runs/run-service.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 import { workspaceUri } from "./files.js";
@@ -52,7 +51,7 @@ export const executeCodeOutput = {
 };
 
 export interface ExecuteCodeDeps {
-  executor: CodeExecutor;
+  runs: RunService;
   logger: Logger;
   /** The user the call runs as (stdio: the configured local user). */
   userIdFor: (authInfo: unknown) => string;
@@ -67,8 +66,8 @@ function kib(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
 }
 
-export function describeExecuteCode(executor: CodeExecutor, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"]): string {
-  const l = executor.limits();
+export function describeExecuteCode(runs: RunService, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"]): string {
+  const l = runs.limits();
   const js = runtimes.includes("node") || runtimes.includes("bun");
   const py = runtimes.includes("python");
   const engines = [
@@ -129,7 +128,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
     "execute_code",
     {
       title: "Execute code in a sandbox",
-      description: describeExecuteCode(deps.executor, deps.nodeVersion, deps.upstreams, deps.runtimes),
+      description: describeExecuteCode(deps.runs, deps.nodeVersion, deps.upstreams, deps.runtimes),
       inputSchema: executeCodeInput(deps.runtimes),
       outputSchema: executeCodeOutput,
       annotations: {
@@ -143,9 +142,9 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
       },
     },
     async (args, extra) => {
-      const feedback = startFeedback(server, extra, args.timeoutMs ?? deps.executor.limits().timeoutMs);
+      const feedback = startFeedback(server, extra, args.timeoutMs ?? deps.runs.limits().timeoutMs);
       try {
-        const result = await deps.executor.execute({
+        const result = await deps.runs.execute({
           userId: deps.userIdFor(extra.authInfo),
           code: args.code,
           language: args.language,

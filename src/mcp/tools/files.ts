@@ -1,6 +1,6 @@
 import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
-import { CodeboxError, InputError } from "../../shared/errors.js";
+import { CodeboxError, InputError, NotFoundError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { UserFiles } from "../../stores/user-files.js";
 import { toolError } from "../result.js";
@@ -109,7 +109,7 @@ export function registerFileTools(server: McpServer, deps: FileToolDeps): void {
     },
     guard(async (args: { name: string }, userId) => {
       const removed = await files.deleteSkill(userId, args.name);
-      if (!removed) throw new CodeboxError("CODEBOX_NOT_FOUND", `No skill named "${args.name}". list_skills shows the ones there are.`);
+      if (!removed) throw new NotFoundError(`No skill named "${args.name}". list_skills shows the ones there are.`);
       server.sendResourceListChanged();
       return { ...text(`Deleted skill "${args.name}".`), structuredContent: { deleted: args.name } };
     }),

@@ -1,14 +1,14 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
-import type { CodeExecutor } from "../../sandbox/executor.js";
-import { SANDBOX_PROBE_JS, SANDBOX_PROBE_PY, type SandboxFacts } from "../../sandbox/probe.js";
-import { type RuntimeName, defaultRuntime } from "../../sandbox/runtimes.js";
+import type { RunService } from "../../runs/run-service.js";
+import { probeProgram, type SandboxFacts } from "../../sandbox/probe.js";
+import { type RuntimeName, defaultRuntime } from "../../shared/languages.js";
 import { SandboxError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 
 const facts = z.object({
-  runtime: z.string(),
+  ociRuntime: z.string().describe("The OCI runtime the sandbox runs under: runc, or runsc (gVisor)."),
   uid: z.number(),
   gid: z.number(),
   capEff: z.string().nullable(),
@@ -33,7 +33,7 @@ const facts = z.object({
   interpreter: z.object({ name: z.string(), version: z.string() }),
 });
 
-export function registerSandboxInfoTool(server: McpServer, deps: { executor: CodeExecutor; logger: Logger; userIdFor: (authInfo: unknown) => string; runtime: string; runtimes: readonly RuntimeName[] }): void {
+export function registerSandboxInfoTool(server: McpServer, deps: { runs: RunService; logger: Logger; userIdFor: (authInfo: unknown) => string; ociRuntime: string; runtimes: readonly RuntimeName[] }): void {
   const choices = deps.runtimes as [RuntimeName, ...RuntimeName[]];
   server.registerTool(
     "sandbox_info",
@@ -41,7 +41,7 @@ export function registerSandboxInfoTool(server: McpServer, deps: { executor: Cod
       title: "Inspect the sandbox",
       description:
         "Starts a sandbox and reports its isolation as measured from inside it: uid, capabilities, seccomp mode, no-new-privileges, " +
-        "read-only root, which paths are writable, network reachability (internet, cloud metadata, DNS), memory/CPU/process/file limits, runtime. " +
+        "read-only root, which paths are writable, network reachability (internet, cloud metadata, DNS), memory/CPU/process/file limits, OCI runtime (runc or gVisor). " +
         `Each language runtime has its own image: pass runtime (${choices.join(", ")}) to inspect that one. Use it to check a deployment; it changes nothing.`,
       inputSchema: { runtime: z.enum(choices).optional().describe(`Which language runtime's sandbox to inspect (default ${defaultRuntime(choices)}).`) },
       outputSchema: facts.shape,
@@ -50,14 +50,13 @@ export function registerSandboxInfoTool(server: McpServer, deps: { executor: Cod
     async (args, extra) => {
       try {
         const runtime = args.runtime ?? defaultRuntime(choices);
-        const python = runtime === "python";
-        const r = await deps.executor.execute({ userId: deps.userIdFor(extra.authInfo), code: python ? SANDBOX_PROBE_PY : SANDBOX_PROBE_JS, language: python ? "python" : "javascript", runtime, signal: extra.signal });
+        const r = await deps.runs.execute({ userId: deps.userIdFor(extra.authInfo), ...probeProgram(runtime), runtime, signal: extra.signal });
         if (r.exitCode !== 0) throw new SandboxError(`the probe failed in the sandbox (exit ${r.exitCode}): ${r.stderr.slice(0, 500)}`);
         const measured = JSON.parse(r.stdout) as SandboxFacts;
-        const out = { runtime: deps.runtime, ...measured };
+        const out = { ociRuntime: deps.ociRuntime, ...measured };
         const l = measured.limits;
         const text = [
-          `runtime ${deps.runtime} (kernel ${measured.kernel}), ${measured.interpreter.name} ${measured.interpreter.version}`,
+          `OCI runtime ${deps.ociRuntime} (kernel ${measured.kernel}), ${measured.interpreter.name} ${measured.interpreter.version}`,
           `uid ${measured.uid}, gid ${measured.gid}; CapEff ${measured.capEff}; NoNewPrivs ${measured.noNewPrivs}; seccomp mode ${measured.seccompMode} (2 = filtering)`,
           `root read-only: ${measured.readOnlyRoot}; writable: ${Object.entries(measured.writable).filter(([, v]) => v).map(([k]) => k).join(", ")}`,
           `network: interfaces ${measured.network.interfaces.join(", ")}; internet TCP ${measured.network.tcpToInternet}; cloud metadata ${measured.network.cloudMetadata}; DNS ${measured.network.dns}`,

@@ -1,7 +1,7 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
 import type { Bridge } from "../../bridge/bridge.js";
-import type { RuntimeName } from "../../sandbox/runtimes.js";
+import type { RuntimeName } from "../../shared/languages.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 

@@ -1,5 +1,5 @@
 import Docker from "dockerode";
-import { EngineUnavailableError } from "../../shared/errors.js";
+import { CodeboxError, EngineUnavailableError, SandboxError, errorMessage } from "../../shared/errors.js";
 
 export interface EngineOptions {
   /** unix:///path/docker.sock, /path/docker.sock, tcp://host:port or http://host:port; default: the local socket. */
@@ -39,4 +39,15 @@ export function toEngineError(err: unknown): unknown {
 export function engineStatus(err: unknown): number | undefined {
   const status = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof status === "number" ? status : undefined;
+}
+
+/**
+ * One mapping for every engine failure during a sandbox's life: our own errors pass through, an
+ * engine that answered "no" becomes a SandboxError naming what it refused, no answer at all
+ * becomes EngineUnavailableError.
+ */
+export function toSandboxError(err: unknown, refused: "create" | "run"): unknown {
+  if (err instanceof CodeboxError) return err;
+  if (engineStatus(err) !== undefined) return new SandboxError(`The engine refused to ${refused} the sandbox: ${errorMessage(err)}. Run \`codebox-mcp doctor\`.`, err);
+  return toEngineError(err);
 }

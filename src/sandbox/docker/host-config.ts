@@ -1,11 +1,11 @@
 import type { ContainerCreateOptions, HostConfig } from "dockerode";
-import type { ResourceProfile } from "../../config/schema.js";
+import type { OciRuntime, ResourceProfile } from "../../config/schema.js";
 import type { ExtraMount } from "../backend.js";
 import type { RuntimeSpec } from "../runtimes.js";
 
 export interface HardeningOptions {
   profile: ResourceProfile;
-  runtime: "runc" | "runsc";
+  ociRuntime: OciRuntime;
   /** The seccomp profile's JSON text. */
   seccompJson: string;
   workspaceDir: string;
@@ -51,7 +51,7 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
     MemorySwap: memory,
     NanoCpus: Math.round(o.profile.cpus * 1e9),
     // Security: a cgroup pids cap (not RLIMIT_NPROC, which counts per uid across the host).
-    PidsLimit: o.profile.pidsLimit + (o.runtime === "runsc" ? RUNSC_PIDS_OVERHEAD : 0),
+    PidsLimit: o.profile.pidsLimit + (o.ociRuntime === "runsc" ? RUNSC_PIDS_OVERHEAD : 0),
     Ulimits: [
       { Name: "nofile", Soft: o.nofile, Hard: o.nofile },
       { Name: "fsize", Soft: o.fsizeBytes, Hard: o.fsizeBytes },
@@ -73,7 +73,7 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
     LogConfig: { Type: "none", Config: {} },
     // Belt and braces: the engine removes the container once it exits even if we never get to.
     AutoRemove: true,
-    Runtime: o.runtime,
+    Runtime: o.ociRuntime,
     Init: false,
   };
 }

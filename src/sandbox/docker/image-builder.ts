@@ -7,7 +7,8 @@ import { pack, type Pack } from "tar-stream";
 import { ImageBuildError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { packagePath, packageVersion } from "../../shared/paths.js";
-import { BUN_VERSION, RUNTIME_SPECS, type RuntimeName } from "../runtimes.js";
+import { BUN_VERSION, type RuntimeName } from "../../shared/languages.js";
+import { RUNTIME_SPECS } from "../runtimes.js";
 import { Staging, stageRuntime } from "./rootfs.js";
 
 /** Bump when an image's layout changes in a way the runner files do not show. */

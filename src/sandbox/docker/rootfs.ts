@@ -12,12 +12,12 @@ import { createGunzip } from "node:zlib";
 import { extract } from "tar-stream";
 import { ImageBuildError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { BUN_VERSION, RUNTIME_SPECS, type RuntimeName } from "../runtimes.js";
+import { BUN_VERSION, type RuntimeName } from "../../shared/languages.js";
+import { RUNTIME_SPECS } from "../runtimes.js";
+import { SANDBOX_IMAGE_UID } from "./sandbox-uid.js";
 
 const execFileP = promisify(execFile);
 
-/** uid/gid of the sandbox user baked into every image (the container's User is set per run). */
-export const SANDBOX_IMAGE_UID = 10001;
 
 /**
  * Bun's npm packages at BUN_VERSION, by the registry's sha512 integrity. A tarball that does not

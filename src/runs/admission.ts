@@ -1,10 +1,4 @@
-import { CodeboxError } from "../shared/errors.js";
-
-export class BusyError extends CodeboxError {
-  constructor(detail: string) {
-    super("CODEBOX_BUSY", `The server is busy (${detail}). Retry in a few seconds.`);
-  }
-}
+import { BusyError } from "../shared/errors.js";
 
 interface Waiter {
   userId: string;

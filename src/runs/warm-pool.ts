@@ -1,6 +1,6 @@
 import type { BridgeSlot } from "../bridge/bridge.js";
 import type { Logger } from "../shared/logger.js";
-import type { PreparedSandbox, SandboxBackend } from "./backend.js";
+import type { PreparedSandbox, SandboxBackend } from "../sandbox/backend.js";
 
 /** A container started ahead of time for one user and profile, with its bridge socket. */
 export interface WarmEntry {

@@ -1,0 +1,82 @@
+// The bridge from this sandbox to the host (copied to /servers/client.ts): a POST to the bridge
+// endpoint over this run's unix socket, authenticated by this run's token. Calls run on the
+// upstream MCP server from the host; the upstream's credentials never enter the sandbox.
+// Runs under Node (types stripped) and Bun; standard library only.
+import { request } from "node:http";
+import { PROTOCOL } from "./protocol.ts";
+
+export interface ContentBlock {
+  type: string;
+  text?: string;
+  [key: string]: unknown;
+}
+
+export interface CallToolResult {
+  content: ContentBlock[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+}
+
+/** Thrown when a tool reports an error (isError) or the bridge refuses the call. */
+export class MCPToolError extends Error {
+  constructor(message: string, readonly result?: CallToolResult, readonly status?: number) {
+    super(message);
+    this.name = "MCPToolError";
+  }
+}
+
+/** Calls `tool` on the upstream `server` and returns the raw MCP result. */
+export function callMCPTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<CallToolResult> {
+  const token = process.env[PROTOCOL.tokenEnv];
+  // Unix socket by default; a URL in the bridge's TCP mode (engines that cannot share a socket).
+  const urlText = process.env[PROTOCOL.urlEnv];
+  const url = urlText ? new URL(urlText) : undefined;
+  const where = url ? { host: url.hostname, port: Number(url.port) } : { socketPath: process.env[PROTOCOL.socketEnv] || PROTOCOL.defaultSocket };
+  const body = JSON.stringify({ server, tool, arguments: args });
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        ...where,
+        path: PROTOCOL.callPath,
+        method: "POST",
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token ?? ""}` },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = { error: text };
+          }
+          if (res.statusCode === 200) resolve(parsed as CallToolResult);
+          else reject(new MCPToolError(`${server}.${tool}: ${(parsed as { error?: string }).error ?? "HTTP " + res.statusCode}`, undefined, res.statusCode));
+        });
+      },
+    );
+    req.on("error", (err) => reject(new MCPToolError(`${server}.${tool}: the codebox bridge is unreachable (${err.message})`)));
+    req.end(body);
+  });
+}
+
+/**
+ * What a tool's result means to code: its structuredContent when it has one; otherwise its text
+ * (the text blocks joined) when every block is text; otherwise the content blocks themselves.
+ * A result with isError throws MCPToolError.
+ */
+export function unwrap(result: CallToolResult): unknown {
+  const texts = (result.content ?? []).filter((c) => c.type === "text").map((c) => c.text ?? "");
+  if (result.isError) throw new MCPToolError(texts.join("\n") || "the tool reported an error", result);
+  if (result.structuredContent !== undefined) return result.structuredContent;
+  if (texts.length === (result.content ?? []).length) return texts.join("\n");
+  return result.content;
+}
+
+/** callMCPTool, then unwrap. */
+export async function callTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<unknown> {
+  return unwrap(await callMCPTool(server, tool, args));
+}

@@ -1,0 +1,218 @@
+// The run lifecycle, the one place that knows the sandbox, the bridge and the stores together:
+// admit → prepare (or take a warm container) → hand over → collect → release.
+import { createHash, randomUUID } from "node:crypto";
+import type { Bridge, BridgeSlot } from "../bridge/bridge.js";
+import type { Config, ProfileName } from "../config/schema.js";
+import type { PreparedSandbox, SandboxBackend, SandboxOutcome } from "../sandbox/backend.js";
+import { BusyError, InputError, errorMessage } from "../shared/errors.js";
+import { type Language, type RuntimeName, defaultRuntime, runtimeFor } from "../shared/languages.js";
+import type { Logger } from "../shared/logger.js";
+import type { Metrics, RunOutcome } from "../shared/metrics.js";
+import { type AuditLog, type RunAuditRecord, noAudit } from "../stores/audit.js";
+import type { SkillStore } from "../stores/skills.js";
+import type { UserDirectories } from "../stores/user-dirs.js";
+import { RunLimiter } from "./admission.js";
+import { FullOutput, type WorkspaceWriter } from "./full-output.js";
+import { type WarmEntry, WarmPool } from "./warm-pool.js";
+
+export interface ExecuteRequest {
+  userId: string;
+  code: string;
+  language: Language;
+  /** node (default) or bun for TypeScript/JavaScript; Python always runs on python. */
+  runtime?: RuntimeName | undefined;
+  timeoutMs?: number | undefined;
+  profile?: ProfileName | undefined;
+  signal?: AbortSignal | undefined;
+  onOutput?: ((stream: "stdout" | "stderr", chunk: Buffer) => void) | undefined;
+}
+
+/** What a run did, as the tools report it. */
+export interface RunResult extends Omit<SandboxOutcome, "stdoutSpill" | "stderrSpill"> {
+  runId: string;
+  /** Workspace-relative paths of the saved full output, when a stream passed the cap. */
+  stdoutFile?: string | undefined;
+  stderrFile?: string | undefined;
+}
+
+export interface RunServiceDeps {
+  config: Config;
+  backend: SandboxBackend;
+  dirs: UserDirectories;
+  logger: Logger;
+  bridge?: Bridge | undefined;
+  audit?: AuditLog | undefined;
+  metrics?: Metrics | undefined;
+  /** Starter skills to mount read-only at /skills/<name>. */
+  skills?: SkillStore | undefined;
+  /** Where a run's full output goes when it passes the cap (a resource_link to it). */
+  files?: WorkspaceWriter | undefined;
+}
+
+/** Warm containers are per user, profile and runtime: mounts and image are fixed at creation. */
+export function poolKey(userId: string, profile: ProfileName, runtime: RuntimeName): string {
+  return `${userId}|${profile}|${runtime}`;
+}
+
+export function outcomeOf(r: Pick<SandboxOutcome, "timedOut" | "oomKilled" | "exitCode">): RunOutcome {
+  return r.timedOut ? "timeout" : r.oomKilled ? "oom" : r.exitCode === 0 ? "ok" : "nonzero_exit";
+}
+
+export class RunService {
+  readonly admission: RunLimiter;
+  readonly pool: WarmPool;
+  private readonly config: Config;
+  private readonly audit: AuditLog;
+  private readonly output: FullOutput;
+  private accepting = true;
+
+  constructor(private readonly deps: RunServiceDeps) {
+    this.config = deps.config;
+    this.audit = deps.audit ?? noAudit;
+    const l = deps.config.limits;
+    this.admission = new RunLimiter({ maxConcurrent: l.maxConcurrentRuns, maxPerUser: l.maxRunsPerUser, maxQueued: l.maxQueuedRuns });
+    this.pool = new WarmPool(deps.config.sandbox.pool, deps.backend, deps.logger);
+    this.output = new FullOutput(deps.config.dataDir, deps.config.storage.spillMaxBytes, deps.files, deps.logger);
+  }
+
+  /** Refuses new runs from now on (graceful shutdown); runs already admitted continue. */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** Runs admitted and not yet finished, and runs waiting for a slot. */
+  get inFlight(): { active: number; queued: number } {
+    return this.admission.stats;
+  }
+
+  /**
+   * Starts warm containers for a user ahead of their first run (stdio: the local user), in the
+   * default runtime (Node when it is offered, else the first one offered).
+   */
+  prewarm(userId: string, runtime: RuntimeName = defaultRuntime(this.config.sandbox.runtimes)): void {
+    if (!this.accepting || !this.config.sandbox.runtimes.includes(runtime)) return;
+    this.refill(userId, this.config.sandbox.profile, runtime);
+  }
+
+  private refill(userId: string, profile: ProfileName, runtime: RuntimeName): void {
+    const { idleMs } = this.config.sandbox.pool;
+    this.pool.refill(poolKey(userId, profile, runtime), () => this.prepareEntry(userId, profile, runtime, `warm-${randomUUID()}`, this.config.sandbox.profiles[profile].timeoutMs, idleMs));
+  }
+
+  async close(): Promise<void> {
+    this.accepting = false;
+    await this.pool.close();
+  }
+
+  /** The limits of a profile (the configured one by default). */
+  limits(profileName?: ProfileName) {
+    const name = profileName ?? this.config.sandbox.profile;
+    return { name, ...this.config.sandbox.profiles[name], maxCodeBytes: this.config.sandbox.maxCodeBytes, maxOutputBytes: this.config.sandbox.maxOutputBytes };
+  }
+
+  /** A started container for `userId` with their mounts and its own bridge socket, waiting for code. */
+  private async prepareEntry(userId: string, profileName: ProfileName, runtime: RuntimeName, id: string, timeoutMs: number, idleMs: number): Promise<WarmEntry> {
+    const generation = this.deps.bridge?.generation ?? 0;
+    const mounts = await this.deps.dirs.ensure(userId);
+    const slot = await this.deps.bridge?.openSlot(userId);
+    try {
+      const prepared = await this.deps.backend.prepare({
+        id,
+        userId,
+        runtime,
+        profile: this.limits(profileName),
+        timeoutMs,
+        idleMs,
+        mounts: { workspace: mounts.workspace, skills: mounts.skills },
+        extraMounts: [...(slot?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
+        network: slot?.network,
+      });
+      return { key: poolKey(userId, profileName, runtime), prepared, slot, generation, expiresAt: Date.now() + (idleMs || timeoutMs) };
+    } catch (err) {
+      await slot?.close();
+      throw err;
+    }
+  }
+
+  /** Checks a request against the profile's limits before it takes a slot. */
+  private validate(req: ExecuteRequest) {
+    const limits = this.limits(req.profile);
+    const bytes = Buffer.byteLength(req.code, "utf8");
+    if (bytes > limits.maxCodeBytes) {
+      throw new InputError(`code is ${bytes} bytes; the limit is ${limits.maxCodeBytes} bytes. Send less code, or keep data in /workspace files and read them from the code.`);
+    }
+    if (req.timeoutMs !== undefined && req.timeoutMs > limits.timeoutMs) {
+      throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
+    }
+    const runtime = runtimeFor(req.language, req.runtime, this.config.sandbox.runtimes);
+    if (!this.accepting) throw new BusyError("it is shutting down and takes no new runs");
+    return { limits, runtime, bytes, timeoutMs: req.timeoutMs ?? limits.timeoutMs };
+  }
+
+  /** A warm container of this user, profile and runtime if there is one; otherwise one started now. */
+  private async sandboxFor(req: ExecuteRequest, profile: ProfileName, runtime: RuntimeName, runId: string, timeoutMs: number): Promise<{ prepared: PreparedSandbox; slot: BridgeSlot | undefined; warm: boolean }> {
+    const warm = this.pool.take(poolKey(req.userId, profile, runtime), this.deps.bridge?.generation ?? 0);
+    if (warm) return { prepared: warm.prepared, slot: warm.slot, warm: true };
+    const entry = await this.prepareEntry(req.userId, profile, runtime, runId, timeoutMs, 0);
+    return { prepared: entry.prepared, slot: entry.slot, warm: false };
+  }
+
+  async execute(req: ExecuteRequest): Promise<RunResult> {
+    const { limits, runtime, bytes, timeoutMs } = this.validate(req);
+    const release = await this.admission.acquire(req.userId, req.signal);
+    const runId = randomUUID();
+    const record: Omit<RunAuditRecord, "durationMs" | "exitCode" | "timedOut" | "oomKilled" | "canceled" | "upstreamCalls" | "refusals"> = {
+      kind: "run",
+      userId: req.userId,
+      runId,
+      codeSha256: createHash("sha256").update(req.code).digest("hex"),
+      language: req.language,
+      runtime,
+      ociRuntime: this.config.sandbox.ociRuntime,
+    };
+    let slot: BridgeSlot | undefined;
+    try {
+      const mounts = await this.deps.dirs.ensure(req.userId);
+      await this.deps.dirs.volumes?.check([mounts.workspace, mounts.skills]);
+      this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, runtime, codeBytes: bytes });
+      const sandbox = await this.sandboxFor(req, limits.name, runtime, runId, timeoutMs);
+      slot = sandbox.slot;
+      let env: Record<string, string>;
+      try {
+        env = slot?.bind({ runId, timeoutMs }) ?? {};
+      } catch (err) {
+        await this.deps.backend.discard(sandbox.prepared);
+        throw err;
+      }
+      const outcome = await this.deps.backend.run(sandbox.prepared, {
+        runId,
+        language: req.language,
+        code: req.code,
+        timeoutMs,
+        warm: sandbox.warm,
+        env,
+        signal: req.signal,
+        onOutput: req.onOutput,
+        spill: this.output.spillFor(runId),
+      });
+      const { stdoutSpill: _o, stderrSpill: _e, ...rest } = outcome;
+      const result: RunResult = { runId, ...rest, ...(await this.output.keep(req.userId, runId, outcome)) };
+      const stats = slot?.stats() ?? { calls: 0, refusals: 0 };
+      this.deps.metrics?.run(outcomeOf(result), result.durationMs);
+      this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: false, upstreamCalls: stats.calls, refusals: stats.refusals });
+      return result;
+    } catch (err) {
+      const stats = slot?.stats() ?? { calls: 0, refusals: 0 };
+      const canceled = req.signal?.aborted ?? false;
+      this.deps.metrics?.run(canceled ? "canceled" : "error", 0);
+      this.audit.write({ ...record, durationMs: 0, exitCode: null, timedOut: false, oomKilled: false, canceled, upstreamCalls: stats.calls, refusals: stats.refusals, error: errorMessage(err) });
+      throw err;
+    } finally {
+      // Security: the token dies and the socket disappears the moment the run ends.
+      await slot?.close();
+      release();
+      if (this.accepting) this.refill(req.userId, limits.name, runtime);
+      await this.output.discard(runId);
+    }
+  }
+}
