@@ -360,7 +360,7 @@ describe("the audit log", () => {
       .split("\n")
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const runRecord = records.findLast((x) => x.kind === "run" && x.upstreamCalls === 1 && x.exitCode === 0);
-    expect(runRecord).toMatchObject({ userId: "alice", language: "typescript", runtime: defaultTestRuntime, timedOut: false, oomKilled: false });
+    expect(runRecord).toMatchObject({ userId: "alice", language: "typescript", runtime: "node", ociRuntime: defaultTestRuntime, timedOut: false, oomKilled: false });
     expect(runRecord!.codeSha256).toMatch(/^[0-9a-f]{64}$/);
     expect(typeof runRecord!.time).toBe("string");
     const call = records.find((x) => x.kind === "call" && x.runId === runRecord!.runId);
