@@ -243,7 +243,7 @@ function render(result) {
   const mark = (ok) => (ok ? "met" : "**missed**");
   lines.push("# Performance", "");
   lines.push(`Measured by \`npm run bench\` on ${result.date}: ${result.cores} cores, Node ${result.node}, Docker ${result.docker}. Each figure sits beside its baseline from the same run; read the ratios, not the milliseconds (shared machines are noisy).`, "");
-  lines.push("Method: `execute_code` of `console.log(1)` end-to-end through the SDK Client over stdio, " + `${N} runs each, ${THINK_MS} ms between calls (an agent's think time; the warm pool refills meanwhile). ` + "Cold: `sandbox.pool.size` 0. Warm: size 2. Throughput: that many clients calling back to back for " + `${THROUGHPUT_SECONDS} s on the warm server.`, "");
+  lines.push(`Method: \`execute_code\` of \`console.log(1)\` end-to-end through the SDK Client over stdio, ${N} runs each, ${THINK_MS} ms between calls (an agent's think time; the warm pool refills meanwhile). Cold: \`sandbox.pool.size\` 0. Warm: size 2. Throughput: that many clients calling back to back for ${THROUGHPUT_SECONDS} s on the warm server.`, "");
   for (const r of result.runtimes) {
     const node = result.hostNode.p50;
     const dr = r.dockerRunRm.p50;
@@ -333,7 +333,7 @@ try {
 } finally {
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
     const m = line.split(" ")[4];
-    if (m && m.startsWith(dataDir)) execFileSync("umount", ["-l", m]);
+    if (m?.startsWith(dataDir)) execFileSync("umount", ["-l", m]);
   }
   rmSync(dataDir, { recursive: true, force: true });
 }

@@ -29,5 +29,5 @@ for (const [file, title] of SUITES) {
   const passed = rows.filter((r) => r.trimEnd().endsWith("| yes |")).length;
   parts.push(`### ${title}`, "", `${passed} of ${rows.length} attacks contained.`, "", table, "");
 }
-writeFileSync(doc, text.slice(0, start) + parts.join("\n") + "\n" + text.slice(end));
+writeFileSync(doc, `${text.slice(0, start) + parts.join("\n")}\n${text.slice(end)}`);
 process.stderr.write("docs/SECURITY.md: red-team tables updated\n");

@@ -1,4 +1,3 @@
-import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { Bridge } from "./bridge/bridge.js";
 import type { Config } from "./config/schema.js";
 import { createMcpServer } from "./mcp/server.js";
@@ -32,7 +31,7 @@ export interface App {
    * A new MCP server bound to this app's parts (one per client connection). Without a resolver,
    * every call runs as the configured local user (stdio).
    */
-  createServer(userIdFor?: (authInfo: unknown) => string): McpServer;
+  createServer(userIdFor?: (authInfo: unknown) => string): ReturnType<typeof createMcpServer>;
   /** Background start-up work: remove orphans, make sure the image exists. Never throws. */
   warmUp(): Promise<void>;
   close(): Promise<void>;

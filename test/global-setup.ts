@@ -29,7 +29,7 @@ export async function teardown(): Promise<void> {
   const { execFileSync } = await import("node:child_process");
   for (const m of leftMounts) execFileSync("umount", ["-l", m]);
   const root = process.env.CODEBOX_TEST_TMP;
-  if (root && root.startsWith(tmpdir())) {
+  if (root?.startsWith(tmpdir())) {
     for (const m of mountsUnder(root)) execFileSync("umount", ["-l", m]);
     rmSync(root, { recursive: true, force: true });
   }

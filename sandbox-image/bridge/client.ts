@@ -54,7 +54,7 @@ export function callMCPTool(server: string, tool: string, args: Record<string, u
             parsed = { error: text };
           }
           if (res.statusCode === 200) resolve(parsed as CallToolResult);
-          else reject(new MCPToolError(`${server}.${tool}: ${(parsed as { error?: string }).error ?? "HTTP " + res.statusCode}`, undefined, res.statusCode));
+          else reject(new MCPToolError(`${server}.${tool}: ${(parsed as { error?: string }).error ?? `HTTP ${res.statusCode}`}`, undefined, res.statusCode));
         });
       },
     );

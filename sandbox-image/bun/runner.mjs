@@ -75,9 +75,9 @@ try {
   await import(mainPath);
 } catch (err) {
   // Print like an uncaught error, exit 1; the runner's own frames say nothing to the user.
-  let text = err && err.stack ? String(err.stack) : String(err);
+  let text = err?.stack ? String(err.stack) : String(err);
   // A syntax error arrives as a BuildMessage carrying its position instead of a stack.
-  if (err && err.position && typeof err.position.line === "number") {
+  if (err?.position && typeof err.position.line === "number") {
     text = `SyntaxError: ${err.message}\n    at ${err.position.file || mainPath}:${err.position.line}:${err.position.column}\n    ${err.position.lineText ?? ""}`;
   }
   const user = text.split("\n").filter((l) => !/^\s+at .*\/opt\/codebox\//.test(l));

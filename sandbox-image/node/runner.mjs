@@ -92,7 +92,7 @@ try {
 } catch (err) {
   // Print like Node would for an uncaught error, and exit 1 as Node does; the runner's and
   // Node's internal frames say nothing to the user, so they are left out.
-  const text = err && err.stack ? String(err.stack) : String(err);
+  const text = err?.stack ? String(err.stack) : String(err);
   const user = text.split("\n").filter((l) => !/^\s+at .*(node:internal|\/opt\/codebox\/)/.test(l));
   process.stderr.write(`${user.join("\n")}\n`);
   process.exitCode = 1;

@@ -8,13 +8,13 @@ import dns from "node:dns/promises";
 
 const read = (p) => { try { return fs.readFileSync(p, "utf8"); } catch { return null; } };
 const status = read("/proc/self/status") ?? "";
-const field = (k) => status.match(new RegExp("^" + k + ":\\s*(\\S+)", "m"))?.[1] ?? null;
+const field = (k) => status.match(new RegExp(`^${k}:\\s*(\\S+)`, "m"))?.[1] ?? null;
 const limit = (name) => {
   const line = (read("/proc/self/limits") ?? "").split("\n").find((l) => l.startsWith(name));
   const soft = line?.slice(26).trim().split(/\s+/)[0];
   return soft === undefined ? null : soft === "unlimited" ? "unlimited" : Number(soft);
 };
-const writable = (p) => { const f = p + "/.codebox-probe-" + process.pid; try { fs.writeFileSync(f, "x"); fs.unlinkSync(f); return true; } catch { return false; } };
+const writable = (p) => { const f = `${p}/.codebox-probe-${process.pid}`; try { fs.writeFileSync(f, "x"); fs.unlinkSync(f); return true; } catch { return false; } };
 const num = (t) => { const v = t?.trim(); return v && /^\d+$/.test(v) ? Number(v) : v === "max" ? "max" : null; };
 
 const memV1 = num(read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));

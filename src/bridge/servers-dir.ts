@@ -70,7 +70,7 @@ export class ServersDirectory {
       const p = join(this.root, name);
       if (p === keep) continue;
       const st = await fs.lstat(p).catch(() => undefined);
-      if (st && st.isDirectory() && now - st.mtimeMs > KEEP_OLD_TREES_MS) await fs.rm(p, { recursive: true, force: true });
+      if (st?.isDirectory() && now - st.mtimeMs > KEEP_OLD_TREES_MS) await fs.rm(p, { recursive: true, force: true });
     }
   }
 }

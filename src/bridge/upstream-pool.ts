@@ -5,7 +5,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ToolListChangedNotificationSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { UpstreamServerSpec } from "../config/schema.js";
-import { CodeboxError, errorMessage, UpstreamUnavailableError } from "../shared/errors.js";
+import { errorMessage, UpstreamUnavailableError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
 

@@ -50,7 +50,7 @@ export interface ConfigSources {
 }
 
 export function defaultDataDir(env: Record<string, string | undefined>, home: string): string {
-  const base = env.XDG_DATA_HOME && env.XDG_DATA_HOME.startsWith("/") ? env.XDG_DATA_HOME : join(home, ".local", "share");
+  const base = env.XDG_DATA_HOME?.startsWith("/") ? env.XDG_DATA_HOME : join(home, ".local", "share");
   return join(base, "codebox-mcp");
 }
 

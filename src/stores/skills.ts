@@ -1,6 +1,6 @@
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
-import { CodeboxError, InputError, NotFoundError } from "../shared/errors.js";
+import { InputError, NotFoundError } from "../shared/errors.js";
 import { packagePath } from "../shared/paths.js";
 import { isFileBeneath, listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
 

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import type { UserDirectories } from "./user-dirs.js";
 import { type Entry, listBeneath, readFileBeneath, writeFileBeneath } from "./safe-fs.js";
-import { type Skill, type SkillStore, type SkillSummary } from "./skills.js";
+import type { Skill, SkillStore, SkillSummary } from "./skills.js";
 
 export interface UserFilesOptions {
   maxReadBytes: number;

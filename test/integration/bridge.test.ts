@@ -6,8 +6,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../../src/app.js";
 import { loadConfig } from "../../src/config/load.js";
-import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { capturingLogger, closeAndCheck, defaultTestRuntime, docker, expectNoRunContainers, removeDir, rowsServerPath, tempDir, waitForNoContainers } from "../helpers.js";
+import { capturingLogger, closeAndCheck, defaultTestRuntime, docker, expectNoRunContainers, removeDir, rowsServerPath, tempDir, } from "../helpers.js";
 
 // The bridge with a real upstream MCP server (test/fixtures/rows-server.mjs over stdio) and
 // real containers: sandboxed code calls upstream tools through /servers and the callback socket.

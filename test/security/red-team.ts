@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readFileSync, statfsSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
@@ -702,7 +702,7 @@ const ATTACKS: Attack[] = [
       const r = await ctx.alice.run(
         pick(ctx, {
           js: 'import fs from "node:fs"; try { fs.writeFileSync("/servers/client.ts", "export {}"); console.log("written") } catch (e) { console.log("error " + e.code) }',
-          py: PY_ERRNO + 'try:\n    open("/servers/client.py", "w").write("x = 1")\n    print("written")\nexcept OSError as e:\n    print("error " + ecode(e))',
+          py: `${PY_ERRNO}try:\n    open("/servers/client.py", "w").write("x = 1")\n    print("written")\nexcept OSError as e:\n    print("error " + ecode(e))`,
         }),
       );
       return { observed: r.stdout.trim(), pass: r.stdout.trim() === "error EROFS" || ((ctx.lab.runtime === "runsc" || ctx.lab.flavor === "bun") && r.stdout.trim() === "error EACCES") };

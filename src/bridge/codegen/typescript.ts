@@ -91,7 +91,7 @@ ${inputDecl}
 
 ${outputDecl}
 
-${comment(doc)}export async function ${identifier}(input: ${typeBase}Input${requiredInput ? "" : " = {} as " + typeBase + "Input"}): Promise<${typeBase}Output> {
+${comment(doc)}export async function ${identifier}(input: ${typeBase}Input${requiredInput ? "" : ` = {} as ${typeBase}Input`}): Promise<${typeBase}Output> {
   return (await callTool(${JSON.stringify(server)}, ${JSON.stringify(tool.name)}, input as Record<string, unknown>)) as ${typeBase}Output;
 }
 `;

@@ -1,6 +1,6 @@
 import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
-import { CodeboxError, InputError, NotFoundError } from "../../shared/errors.js";
+import { InputError, NotFoundError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import type { UserFiles } from "../../stores/user-files.js";
 import { toolError } from "../result.js";

@@ -163,7 +163,7 @@ export async function stageBun(s: Staging, logger: Logger): Promise<void> {
 
 /** Where fetched runtime packages are kept between image builds (checked again on every use). */
 function cacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME && process.env.XDG_CACHE_HOME.startsWith("/") ? process.env.XDG_CACHE_HOME : join(homedir(), ".cache");
+  const base = process.env.XDG_CACHE_HOME?.startsWith("/") ? process.env.XDG_CACHE_HOME : join(homedir(), ".cache");
   return join(base, "codebox-mcp");
 }
 
@@ -220,6 +220,7 @@ async function fetchBun(dir: string, logger: Logger): Promise<string> {
 export async function debianPython(): Promise<{ version: string; packages: string[] }> {
   let listed = "";
   try {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query format fields, not a template
     ({ stdout: listed } = await execFileP("dpkg-query", ["-W", "-f", "${Package} ${Status}\\n", "python3.*-minimal"]));
   } catch {
     // no dpkg, or no such package: reported below
