@@ -45,7 +45,7 @@ async function startServer(dataDir, runtime, poolSize) {
   writeFileSync(
     config,
     JSON.stringify({
-      sandbox: { runtime, pool: { size: poolSize, maxTotal: 16, idleMs: 600_000 } },
+      sandbox: { ociRuntime: runtime, pool: { size: poolSize, maxTotal: 16, idleMs: 600_000 } },
       limits: { maxConcurrentRuns: 16, maxRunsPerUser: 16, maxQueuedRuns: 256 },
       mcpServers: { rows: { command: process.execPath, args: [rowsServer] } },
     }),

@@ -51,4 +51,3 @@ function errorReplacer(_key: string, value: unknown): unknown {
   return value;
 }
 
-export const silentLogger: Logger = createLogger({ level: "silent" });

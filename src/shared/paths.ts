@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 // This file sits at src/shared/ (tests) or dist/shared/ (built); the package root is two up.
-export const packageRoot = fileURLToPath(new URL("../../", import.meta.url));
+const packageRoot = fileURLToPath(new URL("../../", import.meta.url));
 
 export function packagePath(...parts: string[]): string {
   return [packageRoot.replace(/\/$/, ""), ...parts].join("/");

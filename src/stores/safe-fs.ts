@@ -195,4 +195,3 @@ export async function removeEntry(dir: string, name: string, trashRoot: string):
   return true;
 }
 
-export { dirname };

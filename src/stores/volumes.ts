@@ -19,7 +19,7 @@ export interface VolumeOptions {
 }
 
 /** Mount points as the kernel lists them (octal escapes decoded). */
-export async function mountPoints(): Promise<Set<string>> {
+async function mountPoints(): Promise<Set<string>> {
   const text = await fs.readFile("/proc/self/mountinfo", "utf8").catch(() => "");
   const points = new Set<string>();
   for (const line of text.split("\n")) {
