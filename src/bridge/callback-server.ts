@@ -108,6 +108,7 @@ export class RunCallbackServer {
     return s;
   }
 
+  /** Every refusal is counted, logged and audited the same way. */
   private refuse(res: ServerResponse, status: number, reason: RefusalReason, message: string, call?: { server?: string; tool?: string }): void {
     this.refusals++;
     this.deps.logger.warn("bridge call refused", { runId: this.runId, status, reason, ...call });
@@ -117,8 +118,8 @@ export class RunCallbackServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== "POST" || req.url !== BRIDGE_CALL_PATH) {
-      send(res, 404, { error: `only POST ${BRIDGE_CALL_PATH} is served here`, reason: "not-found" });
       req.resume();
+      this.refuse(res, 404, "not-found", `only POST ${BRIDGE_CALL_PATH} is served here`);
       return;
     }
     // Security: authenticate before reading the body.
@@ -138,13 +139,18 @@ export class RunCallbackServer {
     try {
       body = JSON.parse((await readBody(req, this.deps.limits.maxRequestBytes)).toString("utf8"));
     } catch (err) {
-      const status = (err as { status?: number }).status ?? 400;
-      send(res, status, { error: `bad request: ${errorMessage(err)}`, reason: status === 413 ? "too-large" : "bad-request" });
+      if ((err as { status?: number }).status === 413) {
+        // Security: the rest of an oversized body is never read; the connection ends after the answer.
+        res.setHeader("connection", "close");
+        this.refuse(res, 413, "too-large", `the request body is over ${this.deps.limits.maxRequestBytes} bytes; pass less data in the arguments`);
+        return;
+      }
+      this.refuse(res, 400, "bad-request", `bad request: ${errorMessage(err)}`);
       return;
     }
     const { server, tool, arguments: args } = (body ?? {}) as { server?: unknown; tool?: unknown; arguments?: unknown };
     if (typeof server !== "string" || typeof tool !== "string" || (args !== undefined && (typeof args !== "object" || args === null || Array.isArray(args)))) {
-      send(res, 400, { error: 'expected {"server": string, "tool": string, "arguments": object}', reason: "bad-request" });
+      this.refuse(res, 400, "bad-request", 'expected {"server": string, "tool": string, "arguments": object}');
       return;
     }
     if (!grant.servers.has(server)) {
@@ -160,7 +166,8 @@ export class RunCallbackServer {
     const timeoutMs = Math.max(1, Math.min(this.deps.limits.callTimeoutMs, remaining));
     const ac = new AbortController();
     this.inflight.add(ac);
-    req.on("close", () => {
+    // The response's close, not the request's: a request emits "close" once its body is read.
+    res.on("close", () => {
       if (!res.writableEnded) ac.abort(new Error("the sandbox hung up"));
     });
     const started = Date.now();
@@ -174,7 +181,7 @@ export class RunCallbackServer {
       const payload = Buffer.from(JSON.stringify(result), "utf8");
       if (payload.length > this.deps.limits.maxResponseBytes) {
         this.deps.onEvent?.({ ...event, ok: false, durationMs: Date.now() - started, responseBytes: payload.length, error: "response-too-large" });
-        send(res, 413, { error: `the result of ${server}.${tool} is ${payload.length} bytes; the limit is ${this.deps.limits.maxResponseBytes}. Ask the tool for less (filters, pages).` });
+        send(res, 413, { error: `the result of ${server}.${tool} is ${payload.length} bytes; the limit is ${this.deps.limits.maxResponseBytes}. Ask the tool for less (filters, pages).`, reason: "too-large" });
         return;
       }
       this.deps.onEvent?.({ ...event, ok: true, durationMs: Date.now() - started, responseBytes: payload.length });
@@ -207,19 +214,29 @@ function send(res: ServerResponse, status: number, body: BridgeErrorBody): void 
   res.end(text);
 }
 
+/** The body, up to `limit` bytes; past it, reading stops and the promise rejects with status 413. */
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    const tooLarge = () => Object.assign(new Error(`request body over ${limit} bytes`), { status: 413 });
+    const declared = Number(req.headers["content-length"]);
+    if (Number.isFinite(declared) && declared > limit) {
+      reject(tooLarge());
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on("data", (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
       if (size > limit) {
-        req.destroy();
-        reject(Object.assign(new Error(`request body over ${limit} bytes`), { status: 413 }));
+        // Security: stop buffering at once; the handler answers 413 and closes the connection.
+        req.off("data", onData);
+        req.pause();
+        reject(tooLarge());
         return;
       }
       chunks.push(c);
-    });
+    };
+    req.on("data", onData);
     req.on("end", () => resolve(Buffer.concat(chunks)));
     req.on("error", reject);
   });

@@ -1,6 +1,6 @@
 // The bridge protocol: how code in a sandbox calls upstream MCP tools through the host. One
 // definition, used by the host (bridge/) and by the sandbox clients (sandbox-image/bridge/), which
-// receive it as a module generated from these constants (bridge/codegen/protocol-module.ts).
+// receive it as a module generated from these constants (bridge/codegen/clients.ts).
 
 /** The one endpoint the callback server serves. */
 export const BRIDGE_CALL_PATH = "/internal/mcp-call";

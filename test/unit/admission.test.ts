@@ -220,7 +220,7 @@ describe("RunLimiter", () => {
             }
           } else {
             const waiting = reqs.filter((r) => r.state === "queued" && r.ctl);
-            waiting[x.i % Math.max(1, waiting.length)]?.ctl!.abort();
+            waiting[x.i % Math.max(1, waiting.length)]?.ctl?.abort();
           }
           await settle();
           check();

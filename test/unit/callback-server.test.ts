@@ -326,10 +326,9 @@ describe("malformed requests", () => {
     expect(s.server.stats().calls).toBe(0);
   });
 
-  // BUG (src/bridge/callback-server.ts, readBody): on the first chunk over the limit it calls
-  // req.destroy(), which destroys the connection's socket before handle() can send its 413, so
-  // the sandbox sees "socket hang up" instead of {"reason":"too-large"}. Flip to `it` once fixed.
-  it.fails("answers 413 too-large to a body over maxRequestBytes", async () => {
+  // Was a bug: readBody destroyed the socket on the first chunk over the limit, so the sandbox saw
+  // "socket hang up" instead of the 413.
+  it("answers 413 too-large to a body over maxRequestBytes", async () => {
     const s = await setup({ limits: { maxRequestBytes: 1024 } });
     const a = await call(s, { server: "files", tool: "write", arguments: { data: "x".repeat(4096) } });
     expectRefusal(a, 413, "too-large");
@@ -475,11 +474,9 @@ describe("the endpoint's life", () => {
     expect(callEvents(s).filter((e) => e.ok)).toHaveLength(0);
   });
 
-  // BUG (src/bridge/callback-server.ts, handle): the hang-up listener is `req.on("close")`,
-  // registered after the body was read; on Node >= 16 an IncomingMessage emits "close" as soon as
-  // its body is consumed, so the listener never fires and a sandbox that hangs up leaves its
-  // upstream call running (until the run's close()). `res.on("close")` would see it. Flip to `it` once fixed.
-  it.fails("aborts the upstream call when the sandbox hangs up mid-call", async () => {
+  // Was a bug: the hang-up listener was on the request, whose "close" fires once its body is read,
+  // so a sandbox that hung up left its upstream call running until the run ended.
+  it("aborts the upstream call when the sandbox hangs up mid-call", async () => {
     const started = deferred<AbortSignal>();
     const s = await setup({
       upstreams: {
@@ -516,7 +513,7 @@ describe("TCP mode", () => {
     expect(ok.json).toEqual({ content: [{ type: "text", text: 'read:{"path":"a.txt"}' }] });
     expectRefusal(await call(s, undefined, "C".repeat(43)), 401, "forged");
     expectRefusal(await send(s.target, { method: "GET", token: s.token }), 404, "not-found");
-    expect(s.server.stats()).toEqual({ calls: 1, refusals: 1 });
+    expect(s.server.stats()).toEqual({ calls: 1, refusals: 2 });
   });
 
   it("takes a different port for each endpoint and frees it on close", async () => {

@@ -235,7 +235,7 @@ describe("completion trailer", () => {
     it("keeps held bytes bounded when every chunk ends in a marker and a partial code", async () => {
       const { trailer, out } = trailerWithSink();
       let total = 0;
-      for (let i = 0; i < 2000; i++) {
+      for (let i = 0; i < 500; i++) {
         const c = text(`${"y".repeat(100)}${PREFIX}1234567890`); // 10 digits, no newline yet
         total += c.length;
         trailer.write(c);
@@ -247,9 +247,9 @@ describe("completion trailer", () => {
       expect(out.length()).toBe(total);
     });
 
-    it("passes on a hundred thousand fake markers unchanged", async () => {
+    it("passes on twenty thousand fake markers unchanged", async () => {
       const { trailer, out } = trailerWithSink();
-      const body = text(`${PREFIX}z`.repeat(100_000));
+      const body = text(`${PREFIX}z`.repeat(20_000));
       await feed(trailer, [body]);
       trailer.flushHeld();
       expect(out.bytes().equals(body)).toBe(true);
@@ -314,18 +314,21 @@ describe("completion prefix", () => {
 describe("runner payload", () => {
   const payload = (code: string, env: Record<string, string> = {}): RunnerPayload => ({ code, language: "python", env, completion: PREFIX });
 
-  /** One line: its only newline byte (in UTF-8, as it goes down stdin) is the last one, and it holds no CR. */
-  function expectOneLine(encoded: string) {
+  /**
+   * One line: its only newline byte (in UTF-8, as it goes down stdin) is the last one, it holds
+   * no CR, and the runners' reading of it (bytes up to the first newline, decoded as UTF-8) parses back to `p`.
+   */
+  function expectOneLine(encoded: string, p: RunnerPayload) {
     const bytes = Buffer.from(encoded, "utf8");
     expect(bytes.indexOf(10)).toBe(bytes.length - 1);
     expect(bytes.includes(13)).toBe(false);
+    expect(JSON.parse(bytes.subarray(0, bytes.indexOf(10)).toString("utf8"))).toEqual(p);
   }
 
   it("is one line even when the code holds \\n, \\r, U+2028 and U+2029, and parses back to the payload", () => {
     const p = payload('print("a")\nprint("b")\r\nx = "\u2028\u2029"\r', { CODEBOX_TOKEN: "t\nk" });
     const encoded = encodePayload(p);
-    expectOneLine(encoded);
-    expect(JSON.parse(encoded)).toEqual(p);
+    expectOneLine(encoded, p);
   });
 
   it("property: any code and env is one line that round-trips", () => {
@@ -335,8 +338,7 @@ describe("runner payload", () => {
       fc.property(code, fc.dictionary(fc.string({ maxLength: 8 }), code, { maxKeys: 3 }), (c, env) => {
         const p = payload(c, env);
         const encoded = encodePayload(p);
-        expectOneLine(encoded);
-        expect(JSON.parse(encoded)).toEqual(p);
+        expectOneLine(encoded, p);
       }),
       { numRuns: 300 },
     );

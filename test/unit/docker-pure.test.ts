@@ -13,9 +13,10 @@ import { engineStatus, isEngineUnreachable, toEngineError, toSandboxError } from
 import { DockerImages } from "../../src/sandbox/docker/images.js";
 import { SANDBOX_IMAGE_UID, sandboxUid } from "../../src/sandbox/docker/sandbox-uid.js";
 import { forOciRuntime, loadSeccompProfile, parseSeccompProfile, type SeccompProfile } from "../../src/sandbox/docker/seccomp.js";
-import { CodeboxError, EngineUnavailableError, ImageBuildError, InputError, SandboxError } from "../../src/shared/errors.js";
-import { silentLogger } from "../../src/shared/logger.js";
+import { type CodeboxError, EngineUnavailableError, ImageBuildError, InputError, SandboxError } from "../../src/shared/errors.js";
+import { createLogger } from "../../src/shared/logger.js";
 
+const silentLogger = createLogger({ level: "silent" });
 const PROFILE_PATH = join(import.meta.dirname, "..", "..", "seccomp", "profile.json");
 const tmp = mkdtempSync(join(tmpdir(), "codebox-docker-pure-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -132,6 +133,7 @@ describe("sandbox uid", () => {
   it("is the server's own uid when the server is not root", () => {
     expect(sandboxUid(undefined, 1000)).toBe(1000);
     expect(sandboxUid(undefined, 65534)).toBe(65534);
+    expect(sandboxUid(undefined, 1)).toBe(1);
   });
 });
 
@@ -175,6 +177,9 @@ describe("engine errors", () => {
     expect(toSandboxError(own, "create")).toBe(own);
     const unavailable = new EngineUnavailableError("ECONNREFUSED");
     expect(toSandboxError(unavailable, "run")).toBe(unavailable);
+    // not wrapped a second time, even when it carries the engine's status
+    const wrapped = Object.assign(new SandboxError("The engine refused to create the sandbox: conflict."), { statusCode: 409 });
+    expect(toSandboxError(wrapped, "run")).toBe(wrapped);
   });
 
   it.each(["create", "run"] as const)("toSandboxError turns an engine's refusal to %s into a SandboxError saying so", (what) => {
