@@ -27,6 +27,8 @@ export class RunTokens {
   private readonly revoked = new Map<string, string>();
 
   issue(grant: RunGrant): string {
+    // A run has one token: issuing again retires the previous one as revoked.
+    this.revoke(grant.runId);
     const token = randomBytes(32).toString("base64url");
     this.live.set(grant.runId, { tokenHash: hash(token), grant: { ...grant } });
     return token;

@@ -20,9 +20,10 @@ import { TS_HEADER, comment, schemaToType, tsServerIndex, tsToolModule } from ".
 // check that such text only ever lands in string literals and comments, that every generated name
 // is valid and unique, and that the generated tree really parses, type-checks, compiles and imports.
 //
-// Tests named "BUG: ..." use it.fails: they state the correct behaviour and currently fail because
-// of a bug in src/ (reported, not fixed here). Once the bug is fixed vitest reports them as
-// "expected to fail but passed": turn them into plain `it` then.
+// Nine tests below pinned bugs found while writing them (a "*\r/" comment escape that ran code,
+// digit-led type names, unions of objects declared as interfaces, lost union grouping, TypedDict
+// name collisions, a PEP 263 codec from a server name, a cast that did not type-check); each
+// failed before its fix.
 
 const repoRoot = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const hooksUrl = pathToFileURL(join(repoRoot, "sandbox-image", "node", "hooks.mjs")).href;
@@ -236,7 +237,8 @@ describe("names: Python identifiers, file stems and server folders", () => {
   it("pascal drops leading underscores and capitalises", () => {
     expect(pascal("getSum")).toBe("GetSum");
     expect(pascal("__init")).toBe("Init");
-    expect(pascal("")).toBe("");
+    expect(pascal("")).toBe("T");
+    expect(pascal("_3d")).toBe("T3d");
   });
 });
 
@@ -319,7 +321,7 @@ describe("TypeScript: comments", () => {
     );
   });
 
-  it.fails('BUG: a carriage return between "*" and "/" closes the comment early (comment() escapes "*/" before it drops "\\r")', () => {
+  it('keeps "*\\r/" inside the comment (line breaks are normalised before "*/" is escaped)', () => {
     for (const text of ["*\r/ process.exit(1) /*", "a *\r\r/ b", "x\n*\r/"]) {
       expect(comment(text).split("*/"), JSON.stringify(text)).toHaveLength(2);
     }
@@ -452,7 +454,7 @@ describe("TypeScript: tool modules and server index", () => {
     expect(() => sucrase(src, { transforms: ["typescript"], disableESTransforms: true })).not.toThrow();
     const sf = parseTs(src);
     const kinds = sf.statements.map((s) => ts.SyntaxKind[s.kind]);
-    expect(kinds).toEqual(["ImportDeclaration", "InterfaceDeclaration", "InterfaceDeclaration", "FunctionDeclaration"]);
+    expect(kinds).toEqual(["ImportDeclaration", "TypeAliasDeclaration", "TypeAliasDeclaration", "FunctionDeclaration"]);
     // The call passes the server and tool names as the upstream spelled them.
     const call = src.match(/callTool\(("(?:[^"\\]|\\.)*"), ("(?:[^"\\]|\\.)*"),/)!;
     expect(JSON.parse(call[1]!)).toBe("srv");
@@ -465,7 +467,7 @@ describe("TypeScript: tool modules and server index", () => {
     expect(optional).toContain("export type PingOutput = string | ContentBlock[];");
     const required = tsToolModule(entry({ name: "add", inputSchema: { type: "object", properties: { a: { type: "number" } }, required: ["a"] } }));
     expect(required).toContain("export async function add(input: AddInput): Promise<AddOutput>");
-    expect(required).toContain("export interface AddInput {\n  a: number;\n}");
+    expect(required).toContain("export type AddInput = {\n  a: number;\n};");
   });
 
   it("index.ts re-exports every tool from its file", () => {
@@ -476,7 +478,7 @@ describe("TypeScript: tool modules and server index", () => {
     expect(idx).toContain('export { c_2 } from "./c_2.ts";');
   });
 
-  it.fails("BUG: a top-level anyOf/oneOf/allOf/enum of objects yields `export interface X {…} | {…}`, a syntax error", () => {
+  it("declares a top-level anyOf/oneOf/allOf/enum of objects as a type alias that parses", () => {
     const a = { type: "object", properties: { a: { type: "string" } }, required: ["a"] };
     const b = { type: "object", properties: { b: { type: "number" } }, required: ["b"] };
     for (const inputSchema of [{ anyOf: [a, b] }, { oneOf: [a, b] }, { allOf: [a, b] }, { enum: [{ a: 1 }, { b: 2 }] }, { type: "object", anyOf: [a, b] }]) {
@@ -485,12 +487,12 @@ describe("TypeScript: tool modules and server index", () => {
     expect(tsSyntaxErrors(tsToolModule(entry({ name: "pick", outputSchema: { anyOf: [a, b] } } as Tool)))).toEqual([]);
   });
 
-  it.fails("BUG: a tool name starting with a digit gives type names starting with a digit (`export type 3dInput`)", () => {
+  it("gives a tool name starting with a digit valid type names (`T3dInput`)", () => {
     const src = tsToolModule(entry({ name: "3d-render" }));
     expect(tsSyntaxErrors(src)).toEqual([]);
   });
 
-  it.fails("BUG: allOf members that are unions lose their grouping (`string | number & 1`)", () => {
+  it("keeps the grouping of union members inside allOf (`(string | number) & 1`)", () => {
     const t = schemaToType({ allOf: [{ anyOf: [{ type: "string" }, { type: "number" }] }, { const: 1 }] });
     const alias = parseTs(`type T = ${t};`).statements[0] as ts.TypeAliasDeclaration;
     expect(ts.SyntaxKind[alias.type.kind]).toBe("IntersectionType");
@@ -588,12 +590,12 @@ describe("Python: schemaToPython and modules", () => {
     expect(init).toContain('__all__ = ["a_b", "c_2"]');
   });
 
-  it.fails("BUG: a tool name starting with a digit gives a TypedDict named `3dInput`, a Python syntax error", () => {
+  it("gives a tool name starting with a digit a valid TypedDict name", () => {
     const src = pyToolModule(entry({ name: "3d", inputSchema: { type: "object", properties: { a: { type: "string" } } } }));
     expect(pythonSyntaxError(src)).toBe("");
   });
 
-  it.fails('BUG: TypedDict names collide ("a-b" and "aB" both become XInputAB), so one property gets the other\'s type', () => {
+  it('keeps TypedDict names unique when properties map to one name ("a-b" and "aB")', () => {
     const src = pyToolModule(
       entry({ name: "x", inputSchema: { type: "object", properties: { "a-b": { type: "object", properties: { first: { type: "string" } } }, aB: { type: "object", properties: { second: { type: "number" } } } } } }),
     );
@@ -607,7 +609,7 @@ describe("Python: schemaToPython and modules", () => {
     expect(JSON.parse(out)).toEqual({ "a-b": ["first"], aB: ["second"] });
   });
 
-  it.fails("BUG (defence in depth): a server name can put a PEP 263 coding cookie on line 2 of __init__.py and run code", () => {
+  it("keeps upstream text off lines 1-2 of every .py file, so no server name can set a PEP 263 codec", () => {
     // Not reachable through the config today (SERVER_NAME allows only [A-Za-z0-9_-]), but
     // generateServersTree accepts any name and pyComment lets this through.
     const dir = freshDir("cookie");
@@ -923,7 +925,7 @@ describe("generated tree: parses, type-checks, compiles and imports, running not
     expect(diags.map((d) => d.text)).toEqual([]);
   }, 30_000);
 
-  it.fails("BUG: a tool with a required input property does not type-check: `input as Record<string, unknown>` on an interface (TS2352)", () => {
+  it("type-checks a tool with a required input property (type alias, assignable to Record<string, unknown>)", () => {
     expect(typeCheck().filter(castBug).map((d) => d.text)).toEqual([]);
   }, 30_000);
 
@@ -989,7 +991,7 @@ print(json.dumps({"errors": errors, "connects": connects, "packages": packages, 
     expect(existsSync(tsCanary)).toBe(false);
   });
 
-  it.fails('BUG: a description with "*\\r/" escapes the doc comment and runs code when the module is loaded', () => {
+  it('runs nothing from a description with "*\\r/" when the module is loaded', () => {
     const dir = freshDir("cr-injection");
     const canary = join(dir, "canary");
     const { files: f } = generateServersTree(new Map([["srv", [{ name: "t", description: `*\r/ (await import("node:fs")).writeFileSync(${JSON.stringify(canary)}, "pwned"); /*`, inputSchema: { type: "object" } } as Tool]]]));

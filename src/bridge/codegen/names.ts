@@ -55,9 +55,11 @@ export function toServerDir(name: string): string {
   return dir;
 }
 
+/** A PascalCase name for types: always a valid identifier in both languages (`_3d` → `T3d`). */
 export function pascal(id: string): string {
   const s = id.replace(/^_+/, "");
-  return s.charAt(0).toUpperCase() + s.slice(1);
+  const p = s.charAt(0).toUpperCase() + s.slice(1);
+  return p === "" || /^[0-9]/.test(p) ? `T${p}` : p;
 }
 
 /** Makes names unique with a numeric suffix, in order (first come keeps the plain name). */

@@ -27,8 +27,9 @@ export class SwitchableSink extends Writable {
     if (this.target) {
       this.target.write(chunk);
     } else if (this.earlyBytes < EARLY_OUTPUT_BYTES) {
-      this.early.push(Buffer.from(chunk));
-      this.earlyBytes += chunk.length;
+      const piece = chunk.subarray(0, EARLY_OUTPUT_BYTES - this.earlyBytes);
+      this.early.push(Buffer.from(piece));
+      this.earlyBytes += piece.length;
     }
     done();
   }
