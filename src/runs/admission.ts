@@ -67,6 +67,8 @@ export class RunLimiter {
     // Whoever waits in the queue is blocked by a cap; a run that fits goes now, unless an earlier
     // run of the same user is still waiting (per-user order is kept).
     if (this.canRun(userId) && !this.queue.some((w) => w.userId === userId)) return Promise.resolve(this.take(userId));
+    // A client that has gone already takes no queue place (an abort that happened fires no event).
+    if (signal?.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error("canceled while queued"));
     if (this.queue.length >= this.options.maxQueued) {
       return Promise.reject(new BusyError(`${this.active} runs in progress and ${this.queue.length} waiting, the most this server queues`));
     }

@@ -178,7 +178,9 @@ export async function writeFileBeneath(root: string, rel: string, data: Buffer |
  * directory on the same filesystem, invisible to the sandbox), and only then deleted.
  */
 export async function removeEntry(dir: string, name: string, trashRoot: string): Promise<boolean> {
-  relativeSegments(name);
+  // Security: one entry of `dir`, never a path: the rename resolves `name` through the kernel,
+  // which would follow a directory link in the middle of "a/b".
+  if (relativeSegments(name).length !== 1) throw new UnsafePathError(`"${name}" is not a single name; remove entries one directory at a time.`);
   await fs.mkdir(trashRoot, { recursive: true, mode: 0o700 });
   const parent = await fs.open(dir, O_DIR).catch((err) => unsafe(err, dir));
   const trash = join(trashRoot, randomUUID());

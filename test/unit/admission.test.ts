@@ -157,11 +157,9 @@ describe("RunLimiter", () => {
     expect(h.limiter.stats).toEqual({ active: 1, queued: 1 });
   });
 
-  // BUG (src/runs/admission.ts, acquire): a signal that is already aborted when the run has to
-  // queue is never noticed (addEventListener("abort") does not fire for a past abort). The run
-  // holds a queue place and is later admitted and run although its client is gone. `.fails` keeps
-  // the suite green while the bug stands; drop it once acquire checks signal.aborted up front.
-  it.fails("rejects at once a run whose signal was already aborted when it would have to queue", async () => {
+  // Was a bug: addEventListener("abort") does not fire for a past abort, so such a run held a
+  // queue place and was later run although its client had gone.
+  it("rejects at once a run whose signal was already aborted when it would have to queue", async () => {
     const l = new RunLimiter({ maxConcurrent: 1, maxPerUser: 1, maxQueued: 5 });
     await l.acquire("alice");
     const ctl = new AbortController();

@@ -282,12 +282,9 @@ describe("removeEntry", () => {
     canaryIntact();
   });
 
-  // BUG (src/stores/safe-fs.ts, removeEntry): relativeSegments(name) accepts a multi-segment name,
-  // and the rename goes through `/proc/self/fd/<dir>/<name>`, which follows a symlinked directory
-  // in the middle of `name`. Today's callers (skills.ts) pass validated single names only, so it is
-  // latent. `.fails` keeps the suite green while the bug stands; drop it once removeEntry refuses
-  // multi-segment names (or walks them with openDirBeneath).
-  it.fails("does not delete anything outside through a symlinked directory inside a multi-segment name", async () => {
+  // Was a latent bug: the rename resolves a multi-segment name through the kernel, which follows
+  // a directory link in its middle; removeEntry now takes single names only.
+  it("does not delete anything outside through a symlinked directory inside a multi-segment name", async () => {
     symlinkSync(outside, join(root, "a"));
     await removeEntry(root, "a/canary.txt", join(root, "..", "trash")).catch(() => {});
     canaryIntact();
