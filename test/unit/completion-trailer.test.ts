@@ -1,27 +1,14 @@
-// The host's reader of the runner's completion line, and the runner protocol's pure helpers.
-// Every byte fed to the trailer here stands for output of sandboxed code: it must come out the
-// other side unchanged (minus the one real completion line), whatever the chunking.
-import { Writable } from "node:stream";
+
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CompletionTrailer, partialMarkerAt } from "../../src/protocol/completion-trailer.js";
 import { COMPLETION_TAG, completionPrefix, encodePayload, type RunnerPayload } from "../../src/protocol/runner.js";
+import { collector } from "./fakes.js";
 
 const NONCE = "0123456789abcdef0123456789abcdef";
 const PREFIX = completionPrefix(NONCE);
 const MARKER = Buffer.from(PREFIX, "latin1");
 
-/** A Writable that keeps every chunk it is given. */
-function collector() {
-  const chunks: Buffer[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      chunks.push(Buffer.from(chunk));
-      cb();
-    },
-  });
-  return { sink, bytes: () => Buffer.concat(chunks), length: () => chunks.reduce((n, c) => n + c.length, 0) };
-}
 
 function trailerWithSink(prefix = PREFIX) {
   const out = collector();

@@ -4,7 +4,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import type Docker from "dockerode";
 import { afterAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/schema.js";
@@ -15,6 +15,7 @@ import { SANDBOX_IMAGE_UID, sandboxUid } from "../../src/sandbox/docker/sandbox-
 import { forOciRuntime, loadSeccompProfile, parseSeccompProfile, type SeccompProfile } from "../../src/sandbox/docker/seccomp.js";
 import { type CodeboxError, EngineUnavailableError, ImageBuildError, InputError, SandboxError } from "../../src/shared/errors.js";
 import { createLogger } from "../../src/shared/logger.js";
+import { collector } from "./fakes.js";
 
 const silentLogger = createLogger({ level: "silent" });
 const PROFILE_PATH = join(import.meta.dirname, "..", "..", "seccomp", "profile.json");
@@ -202,16 +203,6 @@ describe("engine errors", () => {
 });
 
 describe("early output of a waiting container", () => {
-  function collector() {
-    const chunks: Buffer[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        chunks.push(Buffer.from(chunk));
-        cb();
-      },
-    });
-    return { sink, bytes: () => Buffer.concat(chunks) };
-  }
   const flushed = (w: Writable) => new Promise<void>((resolve) => w.write(Buffer.alloc(0), () => resolve()));
 
   it("keeps what is written before a run attaches and hands it on in order", async () => {

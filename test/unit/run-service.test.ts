@@ -6,12 +6,13 @@ import fc from "fast-check";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
 import { RunService, outcomeOf, poolKey } from "../../src/runs/run-service.js";
-import type { PrepareRequest, PreparedSandbox, RunInput, SandboxBackend, SandboxOutcome } from "../../src/sandbox/backend.js";
+import type { PrepareRequest, PreparedSandbox, RunInput, SandboxOutcome } from "../../src/sandbox/backend.js";
 import { BusyError, CanceledError, InputError } from "../../src/shared/errors.js";
 import { createLogger } from "../../src/shared/logger.js";
 import { Metrics } from "../../src/shared/metrics.js";
 import type { AuditRecord, RunAuditRecord } from "../../src/stores/audit.js";
 import { UserDirectories } from "../../src/stores/user-dirs.js";
+import { backendWith } from "./fakes.js";
 
 const base = mkdtempSync(join(tmpdir(), "codebox-run-service-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -41,10 +42,7 @@ function fakeBackend() {
   const runs: Array<{ sandbox: PreparedSandbox; input: RunInput }> = [];
   const discarded: string[] = [];
   let script: (input: RunInput) => Promise<SandboxOutcome> = async () => outcome();
-  const unused = () => {
-    throw new Error("not used by RunService");
-  };
-  const backend = {
+  const methods = {
     prepare: vi.fn(async (spec: PrepareRequest): Promise<PreparedSandbox> => {
       prepared.push(spec);
       return { id: spec.id, createdAt: Date.now(), dead: false };
@@ -56,17 +54,11 @@ function fakeBackend() {
     discard: vi.fn(async (p: PreparedSandbox) => {
       discarded.push(p.id);
     }),
-    engineInfo: unused,
-    imageTag: unused,
-    imageExists: unused,
-    ensureImage: unused,
-    buildImage: unused,
-    checkSeccomp: unused,
     sandboxUid: () => 10001,
     activeContainers: () => 0,
-    reapOrphans: unused,
     close: async () => {},
-  } satisfies SandboxBackend;
+  };
+  const backend = Object.assign(backendWith(methods, "not used by RunService"), methods);
   return {
     backend,
     prepared,

@@ -1,34 +1,19 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { BridgeSlot } from "../../src/bridge/bridge.js";
 import { type WarmEntry, type WarmPoolOptions, WarmPool } from "../../src/runs/warm-pool.js";
-import type { PreparedSandbox, SandboxBackend } from "../../src/sandbox/backend.js";
+import type { PreparedSandbox, } from "../../src/sandbox/backend.js";
 import { createLogger } from "../../src/shared/logger.js";
+import { backendWith } from "./fakes.js";
 
 const settle = () => new Promise<void>((r) => setImmediate(r));
 
 /** A backend whose only used method, discard(), records what it was given. */
 function fakeBackend() {
   const discarded: string[] = [];
-  const unused = () => {
-    throw new Error("the pool should only call discard()");
-  };
-  const backend = {
-    discard: vi.fn(async (p: PreparedSandbox) => {
-      discarded.push(p.id);
-    }),
-    prepare: unused,
-    run: unused,
-    engineInfo: unused,
-    imageTag: unused,
-    imageExists: unused,
-    ensureImage: unused,
-    buildImage: unused,
-    checkSeccomp: unused,
-    sandboxUid: unused,
-    activeContainers: unused,
-    reapOrphans: unused,
-    close: unused,
-  } satisfies SandboxBackend;
+  const discard = vi.fn(async (p: PreparedSandbox) => {
+    discarded.push(p.id);
+  });
+  const backend = Object.assign(backendWith({ discard }, "the pool should only call discard()"), { discard });
   return { backend, discarded };
 }
 
