@@ -61,7 +61,7 @@ describe.each(["runc", "runsc"] as const)("the seccomp profile under %s", (runti
     app = testApp({ "sandbox.ociRuntime": runtime });
     const dirs = await app.dirs.ensure("probe");
     copyFileSync(probe, join(dirs.workspace, "all-blocked"));
-    chownSync(join(dirs.workspace, "all-blocked"), app.backend.uid(), app.backend.uid());
+    chownSync(join(dirs.workspace, "all-blocked"), app.backend.sandboxUid(), app.backend.sandboxUid());
     execFileSync("chmod", ["755", join(dirs.workspace, "all-blocked")]);
   });
   afterAll(async () => {
@@ -185,7 +185,7 @@ describe("attribution (control container without the profile, runc)", () => {
   it("shows the filter, not missing privileges, is what stops most of the listed calls", async () => {
     const app = testApp();
     try {
-      const image = await app.backend.ensureImage();
+      const image = await app.backend.ensureImage("node");
       mkdirSync(join(dir, "ctl"), { recursive: true });
       copyFileSync(probe, join(dir, "ctl", "all-blocked"));
       const c = await docker.createContainer({

@@ -869,7 +869,8 @@ export function defineRedTeam(runtime: Runtime, flavor: Flavor = "node"): void {
       mkdirSync(join(repoRoot, "test-results"), { recursive: true });
       writeFileSync(join(repoRoot, "test-results", `red-team-${name}.md`), table);
       process.stderr.write(`\n${table}`);
-      for (const user of Object.values(lab?.users ?? {})) expect(await waitForNoContainers({ label: LABEL.user, value: user })).toEqual([]);
+      // 30 s: removing a gVisor container can take that long on a loaded 2-core machine.
+      for (const user of Object.values(lab?.users ?? {})) expect(await waitForNoContainers({ label: LABEL.user, value: user }, 30_000)).toEqual([]);
       if (lab) removeDir(join(lab.dataDir, ".."));
     });
 
