@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { constants, type Dirent, promises as fs } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { UnsafePathError } from "../shared/errors.js";
 
 // Host-side file operations inside a user's directories, which sandboxed code controls and may
