@@ -42,7 +42,7 @@ export function createApp(config: Config, logger: Logger): App {
   const backend = new DockerSandboxBackend({ config, logger });
   const volumes = new UserVolumes({ dataDir: config.dataDir, mode: config.storage.quota, quotaMiB: config.storage.quotaMiB, quotaInodes: config.storage.quotaInodes, logger });
   const dirs = new UserDirectories(config.dataDir, backend.sandboxUid(), config.storage.quota === "off" ? undefined : volumes);
-  const audit: AuditLog = config.audit.enabled ? new FileAuditLog(config.audit.path ?? join(config.dataDir, "audit.log"), logger) : noAudit;
+  const audit: AuditLog = config.audit.enabled ? new FileAuditLog({ path: config.audit.path ?? join(config.dataDir, "audit.log"), maxBytes: config.audit.maxBytes, maxFiles: config.audit.maxFiles, logger }) : noAudit;
   let runsRef: RunService | undefined;
   const metrics = new Metrics({
     queued: () => runsRef?.inFlight.queued ?? 0,

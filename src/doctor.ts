@@ -90,11 +90,15 @@ export async function runDoctor(app: App): Promise<CheckResult[]> {
   // Upstream MCP servers: each must start and list its tools.
   if (app.bridge.pool.names.length > 0) {
     await app.bridge.start();
+    const disabled = new Map(app.bridge.codeApiDisabled(config.userId).map((d) => [d.server, d.reason]));
     for (const u of app.bridge.pool.status()) {
+      const left = disabled.get(u.name);
       add(
-        u.state === "ready"
-          ? { name: `upstream ${u.name}`, ok: true, detail: `connected, ${u.tools} tool(s)` }
-          : { name: `upstream ${u.name}`, ok: false, detail: u.error ?? u.state, fix: `check mcpServers.${u.name} in the config (command, args, env, url); run its command by hand to see its error` },
+        u.state !== "ready"
+          ? { name: `upstream ${u.name}`, ok: false, detail: u.error ?? u.state, fix: `check mcpServers.${u.name} in the config (command, args, env, url); run its command by hand to see its error` }
+          : left
+            ? { name: `upstream ${u.name}`, ok: true, warn: true, detail: `connected, ${u.tools} tool(s), but left out of the code API: ${left}`, fix: "report the server's tool list to its authors; its tools stay callable with callMCPTool" }
+            : { name: `upstream ${u.name}`, ok: true, detail: `connected, ${u.tools} tool(s)` },
       );
     }
   }

@@ -7,6 +7,7 @@ import { BRIDGE_ENV, SANDBOX_SERVERS_DIR, SANDBOX_SOCKET_DIR, SANDBOX_SOCKET_PAT
 import { type CallbackEvent, type CallbackStats, RunCallbackServer } from "./callback-server.js";
 import { RunTokens } from "./run-tokens.js";
 import { type SearchDetail, type SearchHit, searchTools } from "./search.js";
+import type { DisabledServer } from "./codegen/servers-tree.js";
 import { ServersDirectory } from "./servers-dir.js";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { type UpstreamConnection, UpstreamPool, type UpstreamState } from "./upstream-pool.js";
@@ -187,6 +188,11 @@ export class Bridge {
     await this.start();
     const own = await this.userPool(userId);
     return searchTools((own?.servers ?? this.servers).entries, query, options);
+  }
+
+  /** Servers this user may call whose tools could not be generated as code (callable raw only), with the reason. */
+  codeApiDisabled(userId: string): DisabledServer[] {
+    return (this.userPools.get(userId)?.servers ?? this.servers).disabled;
   }
 
   async close(): Promise<void> {

@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "../shared/logger.js";
-import { generateServersTree, type ToolEntry } from "./codegen/servers-tree.js";
+import { type DisabledServer, generateServersTree, type ToolEntry } from "./codegen/servers-tree.js";
 
 const KEEP_OLD_TREES_MS = 2 * 60 * 60 * 1000;
 
@@ -14,7 +14,7 @@ const KEEP_OLD_TREES_MS = 2 * 60 * 60 * 1000;
  * never from users' files.
  */
 export class ServersDirectory {
-  private current: { path: string; entries: ToolEntry[] } | undefined;
+  private current: { path: string; entries: ToolEntry[]; disabled: DisabledServer[] } | undefined;
   private writing: Promise<string> = Promise.resolve("");
 
   constructor(
@@ -24,6 +24,11 @@ export class ServersDirectory {
 
   get entries(): ToolEntry[] {
     return this.current?.entries ?? [];
+  }
+
+  /** Servers left out of the newest tree, with the reason. */
+  get disabled(): DisabledServer[] {
+    return this.current?.disabled ?? [];
   }
 
   /** Path of the newest complete tree (generating an empty one the first time). */
@@ -39,7 +44,8 @@ export class ServersDirectory {
   }
 
   private async write(tools: Map<string, Tool[]>): Promise<string> {
-    const { files, entries } = generateServersTree(tools);
+    const { files, entries, disabled } = generateServersTree(tools);
+    for (const d of disabled) this.logger.error("upstream server left out of the /servers code API", { server: d.server.slice(0, 100), reason: d.reason.slice(0, 300) });
     const hash = createHash("sha256");
     for (const f of files) hash.update(f.path).update("\0").update(f.content).update("\0");
     const target = join(this.root, `servers-${hash.digest("hex").slice(0, 16)}`);
@@ -59,7 +65,7 @@ export class ServersDirectory {
       });
       this.logger.info("generated the /servers code API", { path: target, tools: entries.length });
     }
-    this.current = { path: target, entries };
+    this.current = { path: target, entries, disabled };
     await this.pruneOld(target);
     return target;
   }

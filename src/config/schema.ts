@@ -134,6 +134,10 @@ export const ConfigSchema = z
       .object({
         path: z.string().min(1).optional(),
         enabled: z.boolean().default(true),
+        /** The active file rotates when it would grow past this. */
+        maxBytes: z.number().int().min(64 * 1024).max(64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+        /** Rotated files kept beside it (audit.log.1 …). */
+        maxFiles: z.number().int().min(0).max(100).default(3),
       })
       .strict()
       .prefault({}),

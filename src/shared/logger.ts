@@ -1,5 +1,9 @@
 // Structured logs, one JSON object per line, always on stderr: in stdio mode stdout carries
 // the MCP protocol and nothing else.
+import { LOG_BOUNDS, bounded, cut } from "./bounded.js";
+
+/** The longest message kept; fields are cut by LOG_BOUNDS. */
+const MAX_MESSAGE = 1_000;
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
@@ -27,12 +31,14 @@ export function createLogger(options: LoggerOptions, bound: LogFields = {}): Log
   const threshold = ORDER[options.level];
   const emit = (level: Exclude<LogLevel, "silent">, msg: string, fields?: LogFields) => {
     if (ORDER[level] < threshold) return;
+    // Security: every value is cut to a bounded size: names, messages and paths may be an attacker's.
+    const text = cut(msg, MAX_MESSAGE);
     if (options.pretty) {
-      write(`codebox-mcp ${level}: ${msg}\n`);
+      write(`codebox-mcp ${level}: ${text}\n`);
       return;
     }
-    const record = { time: new Date().toISOString(), level, msg, ...bound, ...fields };
-    write(`${JSON.stringify(record, errorReplacer)}\n`);
+    const record = { time: new Date().toISOString(), level, msg: text, ...(bounded({ ...bound, ...fields }, { ...LOG_BOUNDS, maxItems: 40 }) as LogFields) };
+    write(`${JSON.stringify(record)}\n`);
   };
   return {
     debug: (m, f) => emit("debug", m, f),
@@ -41,13 +47,5 @@ export function createLogger(options: LoggerOptions, bound: LogFields = {}): Log
     error: (m, f) => emit("error", m, f),
     child: (fields) => createLogger(options, { ...bound, ...fields }),
   };
-}
-
-function errorReplacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) {
-    const withCode = value as Error & { code?: unknown };
-    return { name: value.name, message: value.message, code: withCode.code };
-  }
-  return value;
 }
 

@@ -1,5 +1,6 @@
-import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
+import { type Bounds, bounded } from "../shared/bounded.js";
 import type { Logger } from "../shared/logger.js";
 
 export interface RunAuditRecord {
@@ -32,26 +33,82 @@ export interface AuditLog {
   close(): Promise<void>;
 }
 
-/** One JSON line per run and per callback (call or refusal), appended to a file. */
+export interface FileAuditOptions {
+  path: string;
+  /** The active file is rotated when it would grow past this. */
+  maxBytes: number;
+  /** Rotated files kept (audit.log.1 … audit.log.N); older ones are deleted. */
+  maxFiles: number;
+  logger: Logger;
+}
+
+/** Strings in audit records are cut like log fields, a little longer. */
+const AUDIT_BOUNDS: Bounds = { maxString: 512, maxItems: 40, maxDepth: 4 };
+/** Bytes waiting for the disk past which records are dropped (and counted) rather than queued. */
+const MAX_PENDING_BYTES = 1024 * 1024;
+
+/**
+ * One JSON line per run and per callback (call or refusal), appended to a file that rotates at a
+ * size cap. Never blocks a run and never grows without bound: every string is cut, the files are
+ * capped (maxBytes × (maxFiles + 1) at most), and when the disk falls behind, records are dropped
+ * and the drop is logged.
+ */
 export class FileAuditLog implements AuditLog {
   private stream: WriteStream | undefined;
+  private bytes = 0;
+  private dropped = 0;
 
-  constructor(
-    private readonly path: string,
-    private readonly logger: Logger,
-  ) {}
+  constructor(private readonly o: FileAuditOptions) {}
 
   write(record: AuditRecord): void {
     try {
-      if (!this.stream) {
-        mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-        this.stream = createWriteStream(this.path, { flags: "a", mode: 0o600 });
-        this.stream.on("error", (err) => this.logger.error("audit log write failed", { path: this.path, err }));
+      const line = `${JSON.stringify({ time: new Date().toISOString(), ...(bounded(record, AUDIT_BOUNDS) as object) })}\n`;
+      const size = Buffer.byteLength(line);
+      const stream = this.stream ?? this.open();
+      if (stream.writableLength > MAX_PENDING_BYTES) {
+        if (this.dropped++ % 1000 === 0) this.o.logger.warn("audit log is behind; dropping records", { path: this.o.path, dropped: this.dropped });
+        return;
       }
-      this.stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`);
+      if (this.bytes > 0 && this.bytes + size > this.o.maxBytes) this.rotate();
+      (this.stream ?? this.open()).write(line);
+      this.bytes += size;
     } catch (err) {
-      this.logger.error("audit log unavailable", { path: this.path, err });
+      this.o.logger.error("audit log unavailable", { path: this.o.path, err });
     }
+  }
+
+  /** Bytes in the active file (what rotation counts). */
+  get activeBytes(): number {
+    return this.bytes;
+  }
+
+  private open(): WriteStream {
+    mkdirSync(dirname(this.o.path), { recursive: true, mode: 0o700 });
+    try {
+      this.bytes = statSync(this.o.path).size;
+    } catch {
+      this.bytes = 0;
+    }
+    // The descriptor is opened now, not asynchronously by the stream: rotation can rename the file
+    // at once, and what the old stream still has to write lands in the renamed file.
+    const stream = createWriteStream(this.o.path, { fd: openSync(this.o.path, "a", 0o600) });
+    stream.on("error", (err) => this.o.logger.error("audit log write failed", { path: this.o.path, err }));
+    this.stream = stream;
+    return stream;
+  }
+
+  /** audit.log → audit.log.1 → … → audit.log.<maxFiles>; the oldest is deleted. */
+  private rotate(): void {
+    this.stream?.end();
+    this.stream = undefined;
+    const { path, maxFiles } = this.o;
+    rmSync(`${path}.${maxFiles}`, { force: true });
+    for (let i = maxFiles - 1; i >= 1; i--) {
+      if (existsSync(`${path}.${i}`)) renameSync(`${path}.${i}`, `${path}.${i + 1}`);
+    }
+    if (maxFiles > 0) renameSync(path, `${path}.1`);
+    else rmSync(path, { force: true });
+    this.bytes = 0;
   }
 
   close(): Promise<void> {

@@ -11,7 +11,10 @@ const RESERVED = new Set(
 
 export function toIdentifier(name: string): string {
   const words = name.split(/[^A-Za-z0-9]+/).filter(Boolean);
-  let id = words.map((w, i) => (i === 0 ? w.charAt(0).toLowerCase() + w.slice(1) : w.charAt(0).toUpperCase() + w.slice(1))).join("");
+  let id = words
+    .map((w, i) => (i === 0 ? w.charAt(0).toLowerCase() + w.slice(1) : w.charAt(0).toUpperCase() + w.slice(1)))
+    .join("")
+    .slice(0, 80);
   if (!id) id = "tool";
   if (/^[0-9]/.test(id)) id = `_${id}`;
   if (RESERVED.has(id)) id = `${id}_`;

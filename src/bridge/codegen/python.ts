@@ -1,6 +1,7 @@
 // Python for the /servers code API: the same tools as /servers/<server>/<tool>.py, typed from the
 // same JSON Schemas. Upstream text lands only in `#` comments and JSON-escaped string literals.
 import { pascal, toIdentifier } from "./names.js";
+import { asSchema, propertiesOf, requiredOf, textOf, typesOf } from "./schema.js";
 import type { Schema, ToolEntry } from "./types.js";
 
 // Security: Python reads a coding declaration (PEP 263) from line 1 or 2, so both are fixed text:
@@ -35,11 +36,12 @@ function pyLiteral(v: unknown): string | undefined {
  * A Python type for a JSON Schema. Objects with properties become TypedDicts (functional form, so
  * any key works), appended to `defs` under names derived from `name`.
  */
-export function schemaToPython(schema: Schema, name: string, defs: string[], depth = 0): string {
-  if (schema === true || schema === undefined) return "Any";
-  if (schema === false) return "NoReturn";
+export function schemaToPython(schema: Schema | unknown, name: string, defs: string[], depth = 0): string {
+  const checked = asSchema(schema);
+  if (checked === true || checked === undefined) return "Any";
+  if (checked === false) return "NoReturn";
   if (depth > 8) return "Any";
-  const s = schema;
+  const s = checked;
   if ("const" in s) return pyLiteral(s.const) ? `Literal[${pyLiteral(s.const)}]` : "Any";
   if (Array.isArray(s.enum)) {
     const lits = s.enum.map(pyLiteral);
@@ -47,12 +49,12 @@ export function schemaToPython(schema: Schema, name: string, defs: string[], dep
   }
   for (const key of ["anyOf", "oneOf"] as const) {
     const alts = s[key];
-    if (Array.isArray(alts) && alts.length) return [...new Set(alts.map((a, i) => schemaToPython(a as Schema, `${name}${i + 1}`, defs, depth + 1)))].join(" | ");
+    if (Array.isArray(alts) && alts.length) return [...new Set(alts.map((a, i) => schemaToPython(a, `${name}${i + 1}`, defs, depth + 1)))].join(" | ");
   }
-  if (Array.isArray(s.allOf) && s.allOf.length === 1) return schemaToPython(s.allOf[0] as Schema, name, defs, depth + 1);
-  const type = s.type;
-  if (Array.isArray(type)) return [...new Set(type.map((t) => schemaToPython({ ...s, type: t }, name, defs, depth + 1)))].join(" | ");
-  switch (type) {
+  if (Array.isArray(s.allOf) && s.allOf.length === 1) return schemaToPython(s.allOf[0], name, defs, depth + 1);
+  const types = typesOf(s);
+  if (types && types.length > 1) return [...new Set(types.map((t) => schemaToPython({ ...s, type: t }, name, defs, depth + 1)))].join(" | ");
+  switch (types?.[0]) {
     case "string":
       return "str";
     case "number":
@@ -64,26 +66,28 @@ export function schemaToPython(schema: Schema, name: string, defs: string[], dep
     case "null":
       return "None";
     case "array":
-      return `list[${schemaToPython(s.items as Schema, `${name}Item`, defs, depth + 1)}]`;
+      return `list[${schemaToPython(s.items, `${name}Item`, defs, depth + 1)}]`;
     case "object":
       return pyObject(s, name, defs, depth);
     default:
-      return s.properties ? pyObject(s, name, defs, depth) : "Any";
+      return propertiesOf(s).length > 0 ? pyObject(s, name, defs, depth) : "Any";
   }
 }
 
 function pyObject(s: Record<string, unknown>, name: string, defs: string[], depth: number): string {
-  const props = Object.entries((s.properties ?? {}) as Record<string, Schema>);
+  const props = propertiesOf(s);
   if (props.length === 0) {
-    const extra = s.additionalProperties;
-    return `dict[str, ${extra && extra !== true ? schemaToPython(extra as Schema, `${name}Value`, defs, depth + 1) : "Any"}]`;
+    const extra = asSchema(s.additionalProperties);
+    return `dict[str, ${extra && extra !== true ? schemaToPython(extra, `${name}Value`, defs, depth + 1) : "Any"}]`;
   }
-  const required = new Set(Array.isArray(s.required) ? (s.required as string[]) : []);
+  const required = requiredOf(s);
   const fields = props.map(([key, prop]) => {
-    const pascalKey = key.replace(/[^A-Za-z0-9]+(.)?/g, (_, c: string | undefined) => (c ?? "").toUpperCase()).replace(/^./, (c) => c.toUpperCase());
+    const pascalKey = key
+      .replace(/[^A-Za-z0-9]+(.)?/g, (_, c: string | undefined) => (c ?? "").toUpperCase())
+      .replace(/^./, (c) => c.toUpperCase())
+      .slice(0, 40);
     const t = schemaToPython(prop, `${name}${pascalKey}`, defs, depth + 1);
-    const desc = typeof prop === "object" && typeof prop.description === "string" ? prop.description : undefined;
-    return `${pyComment(desc, "    ")}    ${pyString(key)}: ${required.has(key) ? t : `NotRequired[${t}]`},\n`;
+    return `${pyComment(textOf(prop, "description"), "    ")}    ${pyString(key)}: ${required.has(key) ? t : `NotRequired[${t}]`},\n`;
   });
   // Two properties can map to one name ("a-b" and "aB"): the later one gets a suffix.
   let unique = name;
@@ -96,8 +100,8 @@ export function pyToolModule(entry: ToolEntry): string {
   const { tool, server, pyName } = entry;
   const base = pascal(toIdentifier(tool.name)) || "Tool";
   const defs: string[] = [];
-  const input = schemaToPython(tool.inputSchema as Schema, `${base}Input`, defs);
-  const output = tool.outputSchema ? schemaToPython(tool.outputSchema as Schema, `${base}Output`, defs) : "str | list[ContentBlock]";
+  const input = schemaToPython(tool.inputSchema, `${base}Input`, defs);
+  const output = tool.outputSchema ? schemaToPython(tool.outputSchema, `${base}Output`, defs) : "str | list[ContentBlock]";
   const doc = [tool.title && tool.title !== tool.name ? tool.title : undefined, tool.description, `MCP tool "${tool.name}" of server "${server}".`, tool.outputSchema ? "Returns the tool's structuredContent." : "Returns the tool's text (or its content blocks when they are not all text).", "Pass the arguments as a dict, as keywords, or both (keywords win)."]
     .filter(Boolean)
     .join("\n\n");

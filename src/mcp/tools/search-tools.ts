@@ -23,7 +23,15 @@ const hit = z.object({
   outputSchema: z.record(z.string(), z.unknown()).optional(),
 });
 
-export const searchToolsOutput = { tools: z.array(hit), servers: z.array(z.object({ name: z.string(), state: z.string(), tools: z.number() })) };
+const serverState = z.object({
+  name: z.string(),
+  state: z.string(),
+  tools: z.number(),
+  codeApi: z.boolean().describe("false: its tools could not be generated as code; call them with callMCPTool(server, tool, args)."),
+  reason: z.string().optional(),
+});
+
+export const searchToolsOutput = { tools: z.array(hit), servers: z.array(serverState) };
 
 export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridge; logger: Logger; userIdFor: (authInfo: unknown) => string; runtimes: readonly RuntimeName[] }): void {
   const js = deps.runtimes.includes("node") || deps.runtimes.includes("bun");
@@ -49,13 +57,15 @@ export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridg
       try {
         const userId = deps.userIdFor(extra.authInfo);
         const tools = (await deps.bridge.search(userId, args.query, { server: args.server, detail: args.detail, limit: args.limit })).map(({ score: _score, ...h }) => h);
-        const servers = deps.bridge.status(userId).map(({ name, state, tools: n }) => ({ name, state, tools: n }));
+        const disabled = new Map(deps.bridge.codeApiDisabled(userId).map((d) => [d.server, d.reason]));
+        const servers = deps.bridge.status(userId).map(({ name, state, tools: n }) => ({ name, state, tools: n, codeApi: !disabled.has(name), ...(disabled.has(name) ? { reason: disabled.get(name) } : {}) }));
         const how = (t: (typeof tools)[number]) => [js ? `import { ${t.function} } from "${t.import}"` : "", py ? `${js ? "(Python: " : ""}${t.python}${js ? ")" : ""}` : ""].filter(Boolean).join(" ");
         const lines = tools.map((t) => `${t.server}.${t.tool} → ${how(t)}${t.description ? `\n  ${t.description}` : ""}${args.detail === "full" ? `\n  input: ${JSON.stringify(t.inputSchema)}${t.outputSchema ? `\n  output: ${JSON.stringify(t.outputSchema)}` : ""}` : ""}`);
         const down = servers.filter((s) => s.state !== "ready").map((s) => `${s.name} (${s.state})`);
         const text = [
           tools.length ? `${tools.length} tool(s):\n${lines.join("\n")}` : servers.length ? "No tool matches; try fewer or other words, or an empty query to list all." : "No upstream MCP servers are configured (add them under mcpServers in the config).",
           down.length ? `Not available right now: ${down.join(", ")}.` : "",
+          disabled.size ? `Left out of the code API: ${[...disabled].map(([name, reason]) => `${name}: ${reason}`).join("; ")}.` : "",
         ].filter(Boolean).join("\n\n");
         return { content: [{ type: "text", text }], structuredContent: { tools, servers } };
       } catch (err) {
