@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
 import type { Logger } from "../shared/logger.js";
+import { RunEndedError } from "../shared/errors.js";
 import { BRIDGE_ENV, SANDBOX_SERVERS_DIR, SANDBOX_SOCKET_DIR, SANDBOX_SOCKET_PATH, SOCKET_NAME } from "../protocol/bridge.js";
 import { type CallbackEvent, type CallbackStats, RunCallbackServer } from "./callback-server.js";
 import { RunTokens } from "./run-tokens.js";
@@ -33,6 +34,8 @@ export interface BridgeSlot {
   bind(run: { runId: string; timeoutMs: number }): Record<string, string>;
   /** Calls made and refused so far through this slot. */
   stats(): CallbackStats;
+  /** Aborted, with a RunEndedError, when the run misbehaves on its bridge: the run must end. */
+  ended: AbortSignal;
   close(): Promise<void>;
 }
 
@@ -149,7 +152,15 @@ export class Bridge {
     const own = await this.userPool(userId);
     const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
     let runId: string | undefined;
-    const deps = { tokens: this.tokens, upstreams: this.resolver(own?.pool), limits: this.config.bridge, logger: this.logger, onEvent: this.onEvent };
+    const ended = new AbortController();
+    const deps = {
+      tokens: this.tokens,
+      upstreams: this.resolver(own?.pool),
+      limits: this.config.bridge,
+      logger: this.logger,
+      onEvent: this.onEvent,
+      onMisbehaving: (reason: string) => ended.abort(new RunEndedError(reason)),
+    };
     const slotId = `slot-${randomBytes(8).toString("hex")}`;
     const tcp = this.config.bridge.transport === "tcp";
     const callback = tcp ? await RunCallbackServer.startTcp(slotId, this.config.bridge.tcpBindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
@@ -176,6 +187,7 @@ export class Bridge {
           return env;
         },
         stats: () => callback.stats(),
+        ended: ended.signal,
         close,
       };
     } catch (err) {

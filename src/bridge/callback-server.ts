@@ -9,11 +9,23 @@ import type { RunTokens } from "./run-tokens.js";
 import type { UpstreamConnection } from "./upstream-pool.js";
 
 export interface CallbackLimits {
+  /** Calls and refusals together, per run. */
   maxCallsPerRun: number;
   maxResponseBytes: number;
   maxRequestBytes: number;
   callTimeoutMs: number;
+  /** Open connections to one run's endpoint; more are dropped by the kernel-facing listener. */
+  maxConnectionsPerRun: number;
+  /** Upstream calls of one run waiting for their answer at once. */
+  maxInFlightPerRun: number;
+  /** Refused calls after which the run is ended as misbehaving. */
+  maxRefusalsPerRun: number;
+  /** Time a request may take to arrive whole (headers and body). */
+  requestTimeoutMs: number;
 }
+
+/** Refusals logged and audited one by one; past this only counted (and summed up when the run ends). */
+const REFUSALS_LOGGED = 20;
 
 export interface CallbackDeps {
   tokens: RunTokens;
@@ -23,6 +35,8 @@ export interface CallbackDeps {
   logger: Logger;
   /** Receives one record per call and per refusal (the audit log, metrics). */
   onEvent?: (event: CallbackEvent) => void;
+  /** Called once when the run misbehaves past its limits; the run is then ended with this reason. */
+  onMisbehaving?: (reason: string) => void;
 }
 
 export type CallbackEvent =
@@ -46,6 +60,7 @@ export class RunCallbackServer {
   private ended = false;
   private calls = 0;
   private refusals = 0;
+  private misbehaved: string | undefined;
   /** The run this endpoint serves; a pooled container's endpoint gets it at hand-over (bind). */
   private runId: string;
   /** TCP mode: the port the callback listens on. */
@@ -59,13 +74,15 @@ export class RunCallbackServer {
     private readonly deps: CallbackDeps,
   ) {
     this.runId = slotId;
-    this.server = createServer({ maxHeaderSize: 8 * 1024, requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
+    // Security: every byte here is the sandbox's: headers, body and connections are all bounded.
+    this.server = createServer({ maxHeaderSize: 8 * 1024, requestTimeout: deps.limits.requestTimeoutMs, headersTimeout: Math.min(10_000, deps.limits.requestTimeoutMs), connectionsCheckingInterval: Math.min(1_000, deps.limits.requestTimeoutMs) }, (req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         this.deps.logger.error("callback handler failed", { runId: this.runId, err: errorMessage(err) });
         if (!res.headersSent) send(res, 500, { error: "internal error in the bridge" });
       });
     });
     this.server.keepAliveTimeout = 5_000;
+    this.server.maxConnections = deps.limits.maxConnectionsPerRun;
   }
 
   /** TCP mode: the port the callback listens on (0 in unix mode). */
@@ -108,12 +125,34 @@ export class RunCallbackServer {
     return s;
   }
 
-  /** Every refusal is counted, logged and audited the same way. */
+  /**
+   * Every refusal is counted against the run's call limit; the first few are logged and audited
+   * one by one, and a run that keeps being refused is ended.
+   */
   private refuse(res: ServerResponse, status: number, reason: RefusalReason, message: string, call?: { server?: string; tool?: string }): void {
     this.refusals++;
-    this.deps.logger.warn("bridge call refused", { runId: this.runId, status, reason, ...call });
-    this.deps.onEvent?.({ kind: "refusal", runId: this.runId, status, reason, ...call });
+    if (this.refusals <= REFUSALS_LOGGED) {
+      this.deps.logger.warn("bridge call refused", { runId: this.runId, status, reason, ...call });
+      this.deps.onEvent?.({ kind: "refusal", runId: this.runId, status, reason, ...call });
+    }
     send(res, status, { error: message, reason });
+    if (this.refusals > this.deps.limits.maxRefusalsPerRun) this.misbehave(`it made ${this.refusals} bridge calls that were refused (the last: ${reason})`);
+  }
+
+  /** Ends this run's bridge at once and reports why (the run service then ends the run). */
+  private misbehave(reason: string): void {
+    if (this.misbehaved) return;
+    this.misbehaved = reason;
+    this.deps.logger.warn("ending a run that misbehaves on its bridge", { runId: this.runId, reason });
+    this.stopServing();
+    this.deps.onMisbehaving?.(reason);
+  }
+
+  private stopServing(): void {
+    this.ended = true;
+    for (const ac of this.inflight) ac.abort(new Error("the run ended"));
+    this.server.closeAllConnections();
+    this.server.close();
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -157,8 +196,12 @@ export class RunCallbackServer {
       this.refuse(res, 403, "server-not-allowed", `no upstream server "${server}" is available to this run (available: ${[...grant.servers].join(", ") || "none"})`, { server, tool });
       return;
     }
-    if (this.calls >= this.deps.limits.maxCallsPerRun) {
-      this.refuse(res, 429, "call-limit", `this run has made ${this.calls} tool calls, the limit per run`, { server, tool });
+    if (this.calls + this.refusals >= this.deps.limits.maxCallsPerRun) {
+      this.refuse(res, 429, "call-limit", `this run has made ${this.calls} tool calls and ${this.refusals} refused ones, the limit per run`, { server, tool });
+      return;
+    }
+    if (this.inflight.size >= this.deps.limits.maxInFlightPerRun) {
+      this.refuse(res, 429, "too-many-in-flight", `this run has ${this.inflight.size} tool calls waiting for their answer, the most at once; await some before starting more`, { server, tool });
       return;
     }
     this.calls++;
@@ -199,6 +242,7 @@ export class RunCallbackServer {
 
   /** Ends the run's bridge: in-flight calls are cancelled upstream, the socket is removed. */
   async close(): Promise<void> {
+    if (this.refusals > REFUSALS_LOGGED) this.deps.logger.warn("more bridge calls were refused than were logged", { runId: this.runId, refusals: this.refusals, logged: REFUSALS_LOGGED });
     this.ended = true;
     for (const ac of this.inflight) ac.abort(new Error("the run ended"));
     this.server.closeAllConnections();

@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { cappedFetch } from "./capped-fetch.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ToolListChangedNotificationSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { UpstreamServerSpec } from "../config/schema.js";
@@ -73,7 +74,8 @@ export class UpstreamConnection {
       t.stderr?.on("data", (d: Buffer) => this.log.debug("upstream stderr", { text: d.toString("utf8").slice(0, 2000) }));
       return t;
     }
-    return new StreamableHTTPClientTransport(new URL(this.spec.url), { requestInit: { headers: this.spec.headers } });
+    // Security: an HTTP upstream's answers are capped like a stdio upstream's messages.
+    return new StreamableHTTPClientTransport(new URL(this.spec.url), { requestInit: { headers: this.spec.headers }, fetch: cappedFetch(this.options.maxMessageBytes) });
   }
 
   private async doConnect(): Promise<void> {

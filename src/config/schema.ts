@@ -195,7 +195,16 @@ export const ConfigSchema = z
         tcpHost: z.string().default("host.docker.internal"),
         tcpBindHost: z.string().default("127.0.0.1"),
         tcpNetwork: z.string().default("bridge"),
+        /** Tool calls per run, refused ones included. */
         maxCallsPerRun: z.number().int().min(1).max(100_000).default(500),
+        /** Connections a run may hold open to its bridge at once. */
+        maxConnectionsPerRun: z.number().int().min(1).max(1024).default(8),
+        /** Tool calls of one run waiting for an answer at once. */
+        maxInFlightPerRun: z.number().int().min(1).max(256).default(4),
+        /** Refused calls after which the run is ended as misbehaving. */
+        maxRefusalsPerRun: z.number().int().min(1).max(100_000).default(50),
+        /** Time one request to the bridge may take to arrive whole. */
+        requestTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
         maxResponseBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
         maxRequestBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
         callTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),

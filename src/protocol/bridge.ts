@@ -41,6 +41,7 @@ export const REFUSAL_REASONS = [
   "run-ended",
   "server-not-allowed",
   "call-limit",
+  "too-many-in-flight",
   "not-found",
   "bad-request",
   "too-large",

@@ -184,6 +184,8 @@ export class RunService {
         await this.deps.backend.discard(sandbox.prepared);
         throw err;
       }
+      // The run ends when its client cancels, or when its bridge finds it misbehaving.
+      const signals = [req.signal, slot?.ended].filter((s): s is AbortSignal => s !== undefined);
       const outcome = await this.deps.backend.run(sandbox.prepared, {
         runId,
         language: req.language,
@@ -191,7 +193,7 @@ export class RunService {
         timeoutMs,
         warm: sandbox.warm,
         env,
-        signal: req.signal,
+        signal: signals.length > 1 ? AbortSignal.any(signals) : signals[0],
         onOutput: req.onOutput,
         spill: this.output.spillFor(runId),
       });
@@ -201,7 +203,9 @@ export class RunService {
       this.deps.metrics?.run(outcomeOf(result), result.durationMs);
       this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: false, upstreamCalls: stats.calls, refusals: stats.refusals });
       return result;
-    } catch (err) {
+    } catch (caught) {
+      // A run its bridge ended says why, not "canceled by the client".
+      const err = slot?.ended.aborted && !req.signal?.aborted ? slot.ended.reason : caught;
       const stats = slot?.stats() ?? { calls: 0, refusals: 0 };
       const canceled = req.signal?.aborted ?? false;
       this.deps.metrics?.run(canceled ? "canceled" : "error", 0);

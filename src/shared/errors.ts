@@ -9,6 +9,7 @@ export type ErrorCode =
   | "CODEBOX_RUNTIME_MISSING"
   | "CODEBOX_SANDBOX_FAILED"
   | "CODEBOX_CANCELED"
+  | "CODEBOX_RUN_ENDED"
   | "CODEBOX_UNSAFE_PATH"
   | "CODEBOX_UPSTREAM_UNAVAILABLE"
   | "CODEBOX_BUSY"
@@ -77,6 +78,13 @@ export class SandboxError extends CodeboxError {
 export class CanceledError extends CodeboxError {
   constructor() {
     super("CODEBOX_CANCELED", "The run was canceled by the client; its container was removed.");
+  }
+}
+
+/** The server ended a run that misbehaved (e.g. on its bridge); the reason says what it did. */
+export class RunEndedError extends CodeboxError {
+  constructor(reason: string) {
+    super("CODEBOX_RUN_ENDED", `The run was ended: ${reason}. Fix the code's tool calls (search_tools lists the servers and tools it may use) and run it again.`);
   }
 }
 

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
+import { cappedFetch } from "../../src/bridge/capped-fetch.js";
 import { LOG_BOUNDS, bounded, cut } from "../../src/shared/bounded.js";
 import { createLogger } from "../../src/shared/logger.js";
 import { FileAuditLog } from "../../src/stores/audit.js";
@@ -116,5 +117,32 @@ describe("the audit log", () => {
     await second.close();
     expect(second.activeBytes).toBe(statSync(path).size);
     expect(second.activeBytes - before).toBeLessThan(300);
+  });
+});
+
+describe("HTTP upstream responses", () => {
+  const fake = (body: BodyInit, headers: Record<string, string>) => async () => new Response(body, { headers });
+
+  it("refuses a response that declares more than the cap", async () => {
+    const f = cappedFetch(1024, fake("x".repeat(10), { "content-length": "5000" }));
+    await expect(f("http://upstream.test/")).rejects.toThrow(/5000 bytes; the limit is 1024/);
+  });
+
+  it("cuts off a response body that grows past the cap", async () => {
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.enqueue(new Uint8Array(512).fill(97));
+      },
+    });
+    const res = await cappedFetch(4096, fake(stream, { "content-type": "application/json" }))("http://upstream.test/");
+    await expect(res.text()).rejects.toThrow(/passed 4096 bytes/);
+  });
+
+  it("counts an event stream per event, so a long session of small events is fine and one huge event is not", async () => {
+    const small = `data: ${"y".repeat(100)}\n\n`;
+    const many = await cappedFetch(1024, fake(small.repeat(200), { "content-type": "text/event-stream" }))("http://upstream.test/");
+    expect((await many.text()).length).toBe(small.length * 200);
+    const huge = await cappedFetch(1024, fake(`data: ${"z".repeat(5000)}\n\n`, { "content-type": "text/event-stream" }))("http://upstream.test/");
+    await expect(huge.text()).rejects.toThrow(/passed 1024 bytes/);
   });
 });

@@ -29,7 +29,16 @@ interface UpstreamCall {
   options: CallOptions;
 }
 
-const DEFAULT_LIMITS: CallbackLimits = { maxCallsPerRun: 100, maxResponseBytes: 64 * 1024, maxRequestBytes: 16 * 1024, callTimeoutMs: 30_000 };
+const DEFAULT_LIMITS: CallbackLimits = {
+  maxCallsPerRun: 100,
+  maxResponseBytes: 64 * 1024,
+  maxRequestBytes: 16 * 1024,
+  callTimeoutMs: 30_000,
+  maxConnectionsPerRun: 8,
+  maxInFlightPerRun: 4,
+  maxRefusalsPerRun: 50,
+  requestTimeoutMs: 30_000,
+};
 const echo: Handler = async (tool, args) => ({ content: [{ type: "text", text: `${tool}:${JSON.stringify(args)}` }] });
 
 interface Setup {
@@ -41,6 +50,8 @@ interface Setup {
   target: Target;
   events: CallbackEvent[];
   upstreamCalls: UpstreamCall[];
+  /** Reasons the endpoint gave when it ended the run as misbehaving. */
+  misbehaving: string[];
 }
 
 /** Starts an endpoint for run "run-a" of user "u1", granted the servers `granted`, whose upstreams are `upstreams`. */
@@ -57,6 +68,7 @@ async function setup(
   const upstreams = opts.upstreams ?? { files: echo };
   const events: CallbackEvent[] = [];
   const upstreamCalls: UpstreamCall[] = [];
+  const misbehaving: string[] = [];
   const tokens = new RunTokens();
   const deps: CallbackDeps = {
     tokens,
@@ -77,6 +89,7 @@ async function setup(
     limits: { ...DEFAULT_LIMITS, ...opts.limits },
     logger: createLogger({ level: "silent" }),
     onEvent: (e) => events.push(e),
+    onMisbehaving: (reason) => misbehaving.push(reason),
   };
   const server = opts.tcp
     ? await RunCallbackServer.startTcp("slot-1", "127.0.0.1", deps)
@@ -89,7 +102,7 @@ async function setup(
     token = tokens.issue({ runId, userId: "u1", servers: new Set(opts.granted ?? Object.keys(upstreams)), deadline: opts.deadline ?? Date.now() + 60_000 });
   }
   const target: Target = opts.tcp ? { host: "127.0.0.1", port: server.port } : { socketPath: join(server.dir!, SOCKET_NAME) };
-  return { server, tokens, token, runId, target, events, upstreamCalls };
+  return { server, tokens, token, runId, target, events, upstreamCalls, misbehaving };
 }
 
 type Target = { socketPath: string } | { host: string; port: number };
@@ -523,5 +536,92 @@ describe("TCP mode", () => {
     await a.server.close();
     await expect(call(a)).rejects.toThrow(/ECONNREFUSED/);
     expect((await call(b)).status).toBe(200);
+  });
+});
+
+describe("bounds on what one run can make the bridge hold", () => {
+  it("counts refused calls against the run's call limit", async () => {
+    const s = await setup({ granted: ["files"], limits: { maxCallsPerRun: 3 } });
+    expectRefusal(await call(s, { server: "nope", tool: "x" }), 403, "server-not-allowed");
+    expectRefusal(await call(s, { server: "nope", tool: "x" }), 403, "server-not-allowed");
+    expect((await call(s)).status).toBe(200);
+    expectRefusal(await call(s), 429, "call-limit");
+  });
+
+  it("refuses a call past the most in flight at once, and serves again once they finish", async () => {
+    const gate = deferred<void>();
+    const s = await setup({ upstreams: { slow: async () => (await gate.promise, { content: [] }) }, limits: { maxInFlightPerRun: 2 } });
+    const first = [call(s, { server: "slow", tool: "t" }), call(s, { server: "slow", tool: "t" })];
+    await new Promise((r) => setTimeout(r, 100));
+    expectRefusal(await call(s, { server: "slow", tool: "t" }), 429, "too-many-in-flight");
+    gate.resolve();
+    expect((await Promise.all(first)).map((a) => a.status)).toEqual([200, 200]);
+    expect((await call(s, { server: "slow", tool: "t" })).status).toBe(200);
+  });
+
+  it("ends a run that keeps being refused, once, with the reason, and logs only the first refusals", async () => {
+    const s = await setup({ granted: ["files"], limits: { maxRefusalsPerRun: 30 } });
+    for (let i = 0; i < 31; i++) expectRefusal(await call(s, { server: "nope", tool: "x".repeat(1000) }), 403, "server-not-allowed");
+    expect(s.misbehaving).toHaveLength(1);
+    expect(s.misbehaving[0]).toMatch(/31 bridge calls that were refused.*server-not-allowed/);
+    expect(refusalEvents(s)).toHaveLength(20);
+    await expect(call(s)).rejects.toThrow();
+    expect(s.misbehaving).toHaveLength(1);
+  });
+
+  it("drops connections past the most per run", async () => {
+    const s = await setup({ limits: { maxConnectionsPerRun: 3 } });
+    const { connect } = await import("node:net");
+    const target = s.target as { socketPath: string };
+    const sockets = await Promise.all(
+      Array.from({ length: 10 }, () => new Promise<import("node:net").Socket>((resolve) => {
+        const c = connect(target.socketPath, () => resolve(c));
+        c.on("error", () => resolve(c));
+      })),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const open = sockets.filter((c) => !c.destroyed && c.readyState === "open");
+    expect(open.length).toBeLessThanOrEqual(3);
+    for (const c of sockets) c.destroy();
+  });
+
+  it("closes a connection whose request does not arrive whole in time (slow body)", async () => {
+    const s = await setup({ limits: { requestTimeoutMs: 400 } });
+    const { connect } = await import("node:net");
+    const c = connect((s.target as { socketPath: string }).socketPath);
+    const closed = new Promise<string>((resolve) => {
+      let text = "";
+      c.on("data", (d) => (text += d.toString()));
+      c.on("close", () => resolve(text));
+    });
+    c.write(`POST ${BRIDGE_CALL_PATH} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${s.token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"server":`);
+    const started = Date.now();
+    const answer = await closed;
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(answer === "" || /408|400/.test(answer)).toBe(true);
+  });
+
+  it("holds far less than 100 MB for 200 connections that each announce 4 MiB and never finish", async () => {
+    const s = await setup({ limits: { maxRequestBytes: 4 * 1024 * 1024, maxConnectionsPerRun: 8 } });
+    const { connect } = await import("node:net");
+    const path = (s.target as { socketPath: string }).socketPath;
+    global.gc?.();
+    const before = process.memoryUsage().rss;
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    const sockets = Array.from({ length: 200 }, () => {
+      const c = connect(path);
+      c.on("error", () => {});
+      c.write(`POST ${BRIDGE_CALL_PATH} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${s.token}\r\ncontent-type: application/json\r\ncontent-length: ${4 * 1024 * 1024}\r\n\r\n`);
+      return c;
+    });
+    // All but the last byte, where the server still reads.
+    for (let sent = 0; sent < 4 * 1024 * 1024 - chunk.length; sent += chunk.length) {
+      for (const c of sockets) if (!c.destroyed) c.write(chunk);
+      await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const grown = process.memoryUsage().rss - before;
+    for (const c of sockets) c.destroy();
+    expect(grown).toBeLessThan(100 * 1024 * 1024);
   });
 });
