@@ -550,7 +550,11 @@ describe("bounds on what one run can make the bridge hold", () => {
 
   it("refuses a call past the most in flight at once, and serves again once they finish", async () => {
     const gate = deferred<void>();
-    const s = await setup({ upstreams: { slow: async () => (await gate.promise, { content: [] }) }, limits: { maxInFlightPerRun: 2 } });
+    const slow: Handler = async () => {
+      await gate.promise;
+      return { content: [] };
+    };
+    const s = await setup({ upstreams: { slow }, limits: { maxInFlightPerRun: 2 } });
     const first = [call(s, { server: "slow", tool: "t" }), call(s, { server: "slow", tool: "t" })];
     await new Promise((r) => setTimeout(r, 100));
     expectRefusal(await call(s, { server: "slow", tool: "t" }), 429, "too-many-in-flight");
