@@ -4,6 +4,10 @@
 # known, read exactly one JSON line from stdin ({code, env, completion}: RunnerPayload in src/protocol/runner.ts), run the code as __main__ with
 # /workspace as its directory, print nothing of its own on stdout, and end with the completion
 # line on stdout and stderr once everything the code printed has been written.
+# Security: every module the runner itself uses is imported here, before /workspace is put on
+# sys.path: a file the code planted there (ast.py, asyncio.py) must never run as the runner's.
+import ast
+import asyncio
 import atexit
 import json
 import linecache
@@ -119,12 +123,10 @@ def main():
     main_module.__builtins__ = __builtins__
     sys.modules["__main__"] = main_module
     try:
-        import ast
         # Top-level await is allowed (as in a notebook): such code runs on an asyncio loop.
         code = compile(source, MAIN_PATH, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
         result = eval(code, main_module.__dict__)
         if result is not None and hasattr(result, "__await__"):
-            import asyncio
             asyncio.run(result)
     except SystemExit as err:
         state["status"] = exit_status(err)

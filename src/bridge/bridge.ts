@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
@@ -136,11 +137,20 @@ export class Bridge {
     return [...this.pool.status().filter((s) => !ownNames.has(s.name)), ...(own?.status() ?? [])];
   }
 
+  /** A data dir too deep for a socket path: sockets go into a folder of ours under /tmp. */
+  private shortRunRoot: string | undefined;
+
   private runDir(): string {
     const id = randomBytes(8).toString("hex");
     const preferred = join(this.config.dataDir, "run", id);
     if (Buffer.byteLength(join(preferred, SOCKET_NAME)) <= MAX_SOCKET_PATH) return preferred;
-    return join(tmpdir(), `codebox-run-${process.getuid?.() ?? 0}`, id);
+    // Security: a fresh folder with an unpredictable name (mkdtemp, 0700 then 0711), never one a
+    // name someone else could have planted beforehand in a world-writable /tmp.
+    if (!this.shortRunRoot) {
+      this.shortRunRoot = mkdtempSync(join(tmpdir(), "codebox-run-"));
+      chmodSync(this.shortRunRoot, 0o711);
+    }
+    return join(this.shortRunRoot, id);
   }
 
   /**
@@ -210,5 +220,6 @@ export class Bridge {
   async close(): Promise<void> {
     await this.pool.close();
     await Promise.all([...this.userPools.values()].map((u) => u.pool.close()));
+    if (this.shortRunRoot) rmSync(this.shortRunRoot, { recursive: true, force: true });
   }
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { CodeboxError, errorMessage, QuotaExceededError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
+import { usageBeneath } from "./safe-fs.js";
 
 const execFileP = promisify(execFile);
 
@@ -145,41 +146,12 @@ export class UserVolumes {
     let bytes = 0;
     let inodes = 0;
     for (const d of dirs) {
-      const u = await usage(d);
+      const u = await usageBeneath(d);
       bytes += u.bytes;
       inodes += u.inodes;
     }
     if (bytes > this.quotaBytes || inodes > this.o.quotaInodes) throw new QuotaExceededError(bytes, inodes, this.quotaBytes, this.o.quotaInodes);
   }
-}
-
-/** Bytes allocated and entries under `dir`, never following a link (Security: lstat only). */
-export async function usage(dir: string): Promise<{ bytes: number; inodes: number }> {
-  let bytes = 0;
-  let inodes = 0;
-  const stack = [dir];
-  const seen = new Set<string>();
-  while (stack.length > 0) {
-    const d = stack.pop()!;
-    let entries: import("node:fs").Dirent[];
-    try {
-      entries = await fs.readdir(d, { withFileTypes: true });
-    } catch {
-      continue;
-    }
-    for (const e of entries) {
-      const p = join(d, e.name);
-      const st = await fs.lstat(p).catch(() => undefined);
-      if (!st) continue;
-      const key = `${st.dev}:${st.ino}`;
-      inodes++;
-      if (seen.has(key)) continue; // a hardlink counts once
-      seen.add(key);
-      bytes += st.blocks * 512;
-      if (st.isDirectory()) stack.push(p);
-    }
-  }
-  return { bytes, inodes };
 }
 
 async function which(cmd: string): Promise<boolean> {

@@ -148,8 +148,13 @@ const junk = fc.oneof(
 const TYPE_NAMES = ["object", "string", "number", "integer", "boolean", "null", "array", "Object", "any", "", "function", "__proto__"];
 
 /** Schema-like values: real keywords with valid or garbage values, nested, mixed with plain garbage. */
-const { schema } = fc.letrec<{ schema: unknown; node: Record<string, unknown> }>((tie) => ({
-  schema: fc.oneof({ depthSize: "small", maxDepth: 5 }, junk, fc.boolean(), tie("node"), tie("node")),
+const { schema, node } = fc.letrec<{ schema: unknown; node: Record<string, unknown> }>((tie) => ({
+  schema: fc.oneof(
+    { depthSize: "medium", maxDepth: 7 },
+    { weight: 1, arbitrary: junk },
+    { weight: 1, arbitrary: fc.boolean() },
+    { weight: 6, arbitrary: tie("node") },
+  ),
   node: fc
     .array(
       fc.oneof(
@@ -175,24 +180,67 @@ const { schema } = fc.letrec<{ schema: unknown; node: Record<string, unknown> }>
     .map((e) => Object.fromEntries(e) as Record<string, unknown>),
 }));
 
+/** A chain of up to 12 nested keywords around any schema: reaches the depth cut-off (8) of both generators. */
+const WRAPS: Record<string, (s: unknown, k: string) => unknown> = {
+  property: (s, k) => ({ type: "object", properties: { [k]: s }, required: [k] }),
+  items: (s) => ({ type: "array", items: s }),
+  anyOf: (s) => ({ anyOf: [s, { type: "null" }] }),
+  oneOf: (s, k) => ({ oneOf: [{ type: "string", description: k }, s] }),
+  allOf: (s) => ({ allOf: [s, { type: "object", properties: { z: { type: "number" } } }] }),
+  additionalProperties: (s) => ({ type: "object", additionalProperties: s }),
+  typeArray: (s, k) => ({ type: ["object", "null", "array"], properties: { [k]: s }, items: s }),
+};
+const deepChain = fc
+  .tuple(fc.array(fc.tuple(fc.constantFrom(...Object.keys(WRAPS)), propKey), { minLength: 1, maxLength: 12 }), schema)
+  .map(([steps, leaf]) => steps.reduce<unknown>((inner, [w, k]) => WRAPS[w]!(inner, k), leaf));
+
 /** What passes the MCP SDK's own check of a tool list: `type: "object"` at the root, the rest anything. */
 const sdkShaped = schema.map((s) => (typeof s === "object" && s !== null && !Array.isArray(s) ? { ...s, type: "object" } : { type: "object" }));
 
-/** Any input or output schema: plain JSON, schema-like garbage, or SDK-shaped garbage. */
-const anySchema = fc.oneof({ weight: 1, arbitrary: fc.jsonValue() }, { weight: 3, arbitrary: schema }, { weight: 3, arbitrary: sdkShaped });
+/**
+ * An input schema whose root really is an object schema (what MCP requires): `type: "object"`, no
+ * root `const` or `enum`, and root `anyOf`/`oneOf`/`allOf` only of object schemas. Everything below
+ * the root is still garbage. (A root such as `{ type: "object", const: 5 }` passes the SDK's check
+ * but describes a number: see the report on TS2352 in the type-check test.)
+ */
+const objectRoot = (() => {
+  const strip = (o: Record<string, unknown>): Record<string, unknown> => {
+    const { const: _c, enum: _e, anyOf: _a, oneOf: _o, allOf: _l, ...rest } = o;
+    return { ...rest, type: "object" };
+  };
+  return fc
+    .tuple(
+      node,
+      fc.option(fc.tuple(fc.constantFrom("anyOf", "oneOf", "allOf"), fc.array(node.map(strip), { minLength: 1, maxLength: 3 })), { nil: undefined }),
+      fc.option(deepChain, { nil: undefined }),
+    )
+    .map(([o, alts, chain]) => {
+      const root = alts ? { ...strip(o), [alts[0]]: alts[1] } : strip(o);
+      return chain === undefined ? root : { ...root, properties: { deep: chain } };
+    });
+})();
 
-function toolArb(schemaArb: fc.Arbitrary<unknown>): fc.Arbitrary<Tool> {
+/** Any input or output schema: plain JSON, schema-like garbage, or SDK-shaped garbage. */
+const anySchema = fc.oneof(
+  { weight: 1, arbitrary: fc.jsonValue() },
+  { weight: 3, arbitrary: schema },
+  { weight: 3, arbitrary: sdkShaped },
+  { weight: 2, arbitrary: deepChain.map((c) => ({ type: "object", properties: { deep: c } })) },
+  { weight: 1, arbitrary: deepChain },
+);
+
+function toolArb(inputArb: fc.Arbitrary<unknown>, outputArb: fc.Arbitrary<unknown> = inputArb): fc.Arbitrary<Tool> {
   return fc
     .record(
-      { name, title: text, description: text, inputSchema: schemaArb, outputSchema: fc.option(schemaArb, { nil: undefined }) },
+      { name, title: text, description: text, inputSchema: inputArb, outputSchema: fc.option(outputArb, { nil: undefined }) },
       { requiredKeys: ["name", "inputSchema"] },
     )
     .map((t) => t as unknown as Tool);
 }
 
-function treeArb(schemaArb: fc.Arbitrary<unknown>, servers: { min: number; max: number }, tools: { min: number; max: number }) {
+function treeArb(inputArb: fc.Arbitrary<unknown>, servers: { min: number; max: number }, tools: { min: number; max: number }, outputArb = inputArb) {
   return fc
-    .array(fc.tuple(name, fc.array(toolArb(schemaArb), { minLength: tools.min, maxLength: tools.max })), { minLength: servers.min, maxLength: servers.max })
+    .array(fc.tuple(name, fc.array(toolArb(inputArb, outputArb), { minLength: tools.min, maxLength: tools.max })), { minLength: servers.min, maxLength: servers.max })
     .map((list) => new Map(list));
 }
 
@@ -217,78 +265,87 @@ describe("property: generation never throws and leaves no upstream out", () => {
     );
   }, 60_000);
 
-  it("for a const nested far deeper than JSON.stringify can follow, and for 2000 tools of one name", () => {
+  it("for a const or enum nested deeper than JSON.stringify can follow", () => {
     let deep: unknown = "x";
     for (let i = 0; i < 20_000; i++) deep = [deep];
-    const hostile = Array.from({ length: 2000 }, () => ({ name: "x", inputSchema: { type: "object", const: deep, properties: { a: { const: deep } } } }) as unknown as Tool);
+    const hostile = [
+      { name: "a", inputSchema: { type: "object", const: deep } },
+      { name: "b", inputSchema: { type: "object", properties: { a: { const: deep }, b: { enum: [1, deep] } } }, outputSchema: { type: "object", anyOf: [{ const: deep }] } },
+      { name: "c", inputSchema: { type: "object", properties: { a: { type: "array", items: { enum: [deep] } } } } },
+    ] as unknown as Tool[];
     const { entries, disabled } = generateServersTree(new Map([["srv", hostile]]));
     expect(disabled).toEqual([]);
-    expect(new Set(entries.map((e) => e.identifier)).size).toBe(2000);
+    expect(entries).toHaveLength(3);
+  });
+
+  it("for 300 tools of one name (all kept, all named apart)", () => {
+    const tools = Array.from({ length: 300 }, () => ({ name: "x", inputSchema: { type: "object" } }) as Tool);
+    const { entries, disabled } = generateServersTree(new Map([["srv", tools]]));
+    expect(disabled).toEqual([]);
+    expect(new Set(entries.map((e) => e.identifier)).size).toBe(300);
+    expect(new Set(entries.map((e) => e.pyName)).size).toBe(300);
+    expect(new Set(entries.map((e) => e.file)).size).toBe(300);
   });
 });
 
 describe("property: names are valid and distinct, paths stay inside the tree", () => {
-  function checkNames(servers: Map<string, Tool[]>): void {
+  /** Every broken rule, as text (plain checks: a few hundred thousand expect() calls would be slow). */
+  function nameProblems(servers: Map<string, Tool[]>): string[] {
+    const problems: string[] = [];
+    const check = (ok: boolean, what: string) => {
+      if (!ok) problems.push(what);
+    };
     const { files, entries } = generateServersTree(servers);
     for (const [server, tools] of servers) {
       const own = entries.filter((e) => e.server === server);
-      expect(own.map((e) => e.tool)).toEqual(tools);
+      check(own.length === tools.length && own.every((e, i) => e.tool === tools[i]), `server ${show(server)}: entries do not match its tools`);
       const ids = own.map((e) => e.identifier);
       const pys = own.map((e) => e.pyName);
       const tsFiles = own.map((e) => e.file.toLowerCase());
-      expect(new Set(ids).size, show(ids)).toBe(ids.length);
-      expect(new Set(pys.map((p) => p.toLowerCase())).size, show(pys)).toBe(pys.length);
-      expect(new Set(tsFiles).size, show(tsFiles)).toBe(tsFiles.length);
-      expect(tsFiles).not.toContain("index.ts");
+      check(new Set(ids).size === ids.length, `duplicate TS identifiers ${show(ids)}`);
+      check(new Set(pys.map((p) => p.toLowerCase())).size === pys.length, `duplicate Python names ${show(pys)}`);
+      check(new Set(tsFiles).size === tsFiles.length && !tsFiles.includes("index.ts"), `duplicate or reserved .ts files ${show(tsFiles)}`);
       for (const id of ids) {
-        expect(JS_IDENT.test(id), id).toBe(true);
-        expect(JS_RESERVED.has(id), id).toBe(false);
-        expect(TS_CLIENT_NAMES.has(id), id).toBe(false);
-        expect(bindableInStrictCode(id), id).toBe(true);
+        check(JS_IDENT.test(id) && !JS_RESERVED.has(id) && !TS_CLIENT_NAMES.has(id) && bindableInStrictCode(id), `bad TS identifier ${show(id)}`);
       }
       for (const py of pys) {
-        expect(PY_IDENT.test(py), py).toBe(true);
-        expect(PY_KEYWORDS.has(py), py).toBe(false);
-        expect(PY_CLIENT_NAMES.has(py.toLowerCase()), py).toBe(false);
-        expect(["__init__", "client", "index"]).not.toContain(py.toLowerCase());
+        const low = py.toLowerCase();
+        check(PY_IDENT.test(py) && !PY_KEYWORDS.has(py) && !PY_CLIENT_NAMES.has(low) && !["__init__", "client", "index"].includes(low), `bad Python name ${show(py)}`);
       }
     }
     // Every path is relative, made of plain segments, and unique even on a case-insensitive disk.
     const paths = files.map((f) => f.path);
     for (const p of paths) {
-      expect(p, p).toMatch(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/);
       const segments = p.split("/");
-      expect(segments, p).not.toContain("..");
-      expect(segments, p).not.toContain(".");
-      expect(segments, p).not.toContain("");
+      check(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(p) && !segments.some((s) => s === ".." || s === "." || s === ""), `bad path ${show(p)}`);
     }
-    expect(new Set(paths.map((p) => p.toLowerCase())).size).toBe(paths.length);
-    // Server folders: one per server, valid Python packages, never a keyword or a top-level name.
-    const dirs = [...new Set(entries.map((e) => e.serverDir))];
-    for (const d of dirs) {
-      expect(PY_IDENT.test(d), d).toBe(true);
-      expect(PY_KEYWORDS.has(d), d).toBe(false);
-      expect(["client", "protocol", "_protocol", "index", "__init__", "__pycache__"]).not.toContain(d.toLowerCase());
+    check(new Set(paths.map((p) => p.toLowerCase())).size === paths.length, `paths not unique case-insensitively ${show(paths)}`);
+    // Server folders: valid Python packages, never a keyword or one of the top-level names.
+    for (const d of new Set(entries.map((e) => e.serverDir))) {
+      check(PY_IDENT.test(d) && !PY_KEYWORDS.has(d) && !["client", "protocol", "_protocol", "index", "__init__", "__pycache__"].includes(d.toLowerCase()), `bad server folder ${show(d)}`);
     }
+    return problems;
   }
 
   it("for clashing inputs (the examples of the brief and the client's names)", () => {
     const clash = ["callTool", "call_tool", "call-tool", "CallTool", "3d_render", "3d-render", "", "  "];
     const t = (n: string): Tool => ({ name: n, inputSchema: { type: "object" } }) as Tool;
-    checkNames(new Map([["srv", clash.map(t)]]));
-    checkNames(new Map([["srv", [...clash, ...clash, ...CLASHING].map(t)]]));
+    expect(nameProblems(new Map([["srv", clash.map(t)]]))).toEqual([]);
+    expect(nameProblems(new Map([["srv", [...clash, ...clash, ...CLASHING].map(t)], ["Srv", CLASHING.map(t)], ["client", clash.map(t)]]))).toEqual([]);
     const { entries } = generateServersTree(new Map([["srv", clash.map(t)]]));
     expect(entries.map((e) => e.identifier)).toEqual(["callTool_2", "callTool_3", "callTool_4", "callTool_5", "_3dRender", "_3dRender_2", "tool", "tool_2"]);
     expect(entries.map((e) => e.pyName)).toEqual(["call_tool_2", "call_tool_3", "call_tool_4", "call_tool_5", "_3d_render", "_3d_render_2", "tool", "tool_2"]);
   });
 
-  it("for arbitrary servers and tool names (1500 trees)", () => {
+  it("for arbitrary servers and tool names (1000 trees)", () => {
     fc.assert(
       fc.property(
         fc.array(fc.tuple(name, fc.array(name.map((n) => ({ name: n, inputSchema: { type: "object" } }) as Tool), { maxLength: 12 })), { maxLength: 4 }).map((l) => new Map(l)),
-        checkNames,
+        (servers) => {
+          expect(nameProblems(servers)).toEqual([]);
+        },
       ),
-      { numRuns: 1500 },
+      { numRuns: 1000 },
     );
   }, 60_000);
 });
@@ -423,11 +480,23 @@ print(json.dumps({"count": count, "errors": errors, "imports": imports}))
     expect(importDetail).toEqual([]);
   }, 30_000);
 
-  it("(c) a sample of 20 of those trees type-checks under strict NodeNext (tsc)", () => {
-    expect(trees.length).toBe(150);
-    const sample = trees.filter((_, i) => i % 7 === 3).slice(0, 20);
-    expect(sample).toHaveLength(20);
-    const rootNames = sample.flatMap((t) => t.files.filter((f) => f.path.endsWith(".ts")).map((f) => join(root, t.dir, "servers", f.path)));
+  it("(c) 20 random trees whose input schemas have an object root type-check under strict NodeNext (tsc)", () => {
+    // The same garbage below the root; the root of the input schema is an object schema (see
+    // objectRoot). Output schemas stay garbage: the result is cast from `unknown`.
+    const typed = join(base, "typed");
+    mkdirSync(typed, { recursive: true });
+    writeFileSync(join(typed, "package.json"), '{ "type": "module" }\n');
+    const sample: Tree[] = [];
+    fc.assert(
+      fc.property(treeArb(objectRoot, { min: 1, max: 3 }, { min: 1, max: 4 }, anySchema), (servers) => {
+        const { files, disabled } = generateServersTree(servers);
+        expect(disabled).toEqual([]);
+        sample.push({ servers, files, dir: `t${sample.length}` });
+      }),
+      { numRuns: 20, seed },
+    );
+    for (const t of sample) writeTree(join(typed, t.dir), t.files);
+    const rootNames = sample.flatMap((t) => t.files.filter((f) => f.path.endsWith(".ts")).map((f) => join(typed, t.dir, "servers", f.path)));
     const program = ts.createProgram(rootNames, {
       noEmit: true,
       strict: true,
@@ -435,6 +504,7 @@ print(json.dumps({"count": count, "errors": errors, "imports": imports}))
       module: ts.ModuleKind.NodeNext,
       moduleResolution: ts.ModuleResolutionKind.NodeNext,
       target: ts.ScriptTarget.ES2022,
+      lib: ["lib.es2022.d.ts"], // what Node has: no DOM (and a third of the check's time)
       types: ["node"],
       typeRoots: [join(repoRoot, "node_modules", "@types")],
       skipLibCheck: true,
@@ -442,7 +512,7 @@ print(json.dumps({"count": count, "errors": errors, "imports": imports}))
     const diags = ts.getPreEmitDiagnostics(program).map((d) => {
       const msg = ts.flattenDiagnosticMessageText(d.messageText, "\n");
       if (!d.file || d.start === undefined) return `TS${d.code}: ${msg}`;
-      const rel = d.file.fileName.slice(root.length + 1);
+      const rel = d.file.fileName.slice(typed.length + 1);
       const { line } = d.file.getLineAndCharacterOfPosition(d.start);
       const t = sample.find((x) => rel.startsWith(`${x.dir}/`));
       const lineText = d.file.text.split("\n")[line] ?? "";
@@ -500,7 +570,7 @@ describe("a hostile upstream costs only its own tools", () => {
     expectUntouched("zzz", hostile);
   });
 
-  it("property: any hostile tool list (500 lists)", () => {
+  it("property: any hostile tool list (250 lists)", () => {
     const hostileTools = fc.array(toolArb(anySchema), { minLength: 1, maxLength: 8 }).chain((tools) =>
       fc.subarray(everything.map((t) => t.name).concat("get_sum", "getSum", "GetSum", "callTool", "index"), { minLength: 0 }).map((names) => [
         ...tools,
@@ -509,7 +579,7 @@ describe("a hostile upstream costs only its own tools", () => {
     );
     fc.assert(
       fc.property(fc.constantFrom("hostile", "aaa", "evil-server", "zzz", "Everything2"), hostileTools, expectUntouched),
-      { numRuns: 500 },
+      { numRuns: 250 },
     );
   }, 60_000);
 });

@@ -47,6 +47,8 @@ describe("hardened container spec", () => {
   it("limits memory without swap, CPU, processes, files and file size", () => {
     expect(hc.Memory).toBe(256 * 1024 * 1024);
     expect(hc.MemorySwap).toBe(hc.Memory);
+    // Under host memory pressure the kernel kills a sandbox first, not the server.
+    expect(hc.OomScoreAdj).toBe(1000);
     expect(hc.NanoCpus).toBe(0.5e9);
     expect(hc.PidsLimit).toBe(64);
     expect(hc.Ulimits).toEqual(expect.arrayContaining([{ Name: "nofile", Soft: 256, Hard: 256 }, { Name: "fsize", Soft: 1024, Hard: 1024 }]));

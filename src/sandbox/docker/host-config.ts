@@ -3,6 +3,9 @@ import type { OciRuntime, ResourceProfile } from "../../config/schema.js";
 import type { ExtraMount } from "../backend.js";
 import type { RuntimeSpec } from "../runtimes.js";
 
+/** Sandboxes are the first the kernel's OOM killer takes (1000 is the most likely). */
+export const SANDBOX_OOM_SCORE_ADJ = 1000;
+
 export interface HardeningOptions {
   profile: ResourceProfile;
   ociRuntime: OciRuntime;
@@ -49,6 +52,8 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
     // Security: memory without swap, so an allocation bomb ends in an OOM kill, not host swapping.
     Memory: memory,
     MemorySwap: memory,
+    // Security: under host memory pressure the kernel's OOM killer picks a sandbox, not the server.
+    OomScoreAdj: SANDBOX_OOM_SCORE_ADJ,
     NanoCpus: Math.round(o.profile.cpus * 1e9),
     // Security: a cgroup pids cap (not RLIMIT_NPROC, which counts per uid across the host).
     PidsLimit: o.profile.pidsLimit + (o.ociRuntime === "runsc" ? RUNSC_PIDS_OVERHEAD : 0),
