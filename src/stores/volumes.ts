@@ -106,7 +106,7 @@ export class UserVolumes {
     const st = await fs.lstat(userRoot).catch(() => undefined);
     if (st && !st.isDirectory()) throw new CodeboxError("CODEBOX_UNSAFE_PATH", `${userRoot} is not a directory; refusing to mount over it.`);
     const hasOldData = st ? (await fs.readdir(userRoot)).length > 0 : false;
-    if (hasOldData) await this.migrate(userRoot, image);
+    if (hasOldData) await this.migrate(userId, userRoot, image);
     else await fs.mkdir(userRoot, { recursive: true, mode: 0o700 });
     await this.mount(image, userRoot);
     await fs.chmod(userRoot, 0o700);
@@ -123,8 +123,10 @@ export class UserVolumes {
   }
 
   /** Files saved before quotas were on move into the new volume; the old directory is kept aside, never deleted. */
-  private async migrate(userRoot: string, image: string): Promise<void> {
-    const staging = `${userRoot}.volume-staging`;
+  private async migrate(userId: string, userRoot: string, image: string): Promise<void> {
+    // Security: the work folders live outside users/, so no user id can name one of them.
+    const work = join(this.o.dataDir, "volume-work");
+    const staging = join(work, "staging", userId);
     await fs.mkdir(staging, { recursive: true, mode: 0o700 });
     await this.mount(image, staging);
     try {
@@ -134,7 +136,8 @@ export class UserVolumes {
       await execFileP("umount", [staging]).catch(() => {});
       await fs.rmdir(staging).catch(() => {});
     }
-    const aside = `${userRoot}.before-quota-${Date.now()}`;
+    const aside = join(work, "before-quota", userId, String(Date.now()));
+    await fs.mkdir(join(work, "before-quota", userId), { recursive: true, mode: 0o700 });
     await fs.rename(userRoot, aside);
     await fs.mkdir(userRoot, { mode: 0o700 });
     this.o.logger.warn(`moved existing files of ${userRoot} into its new quota volume; the originals are kept at ${aside}`);
