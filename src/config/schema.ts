@@ -153,6 +153,13 @@ export const ConfigSchema = z
         /** The URL clients use to reach /mcp (for OAuth metadata); default http://<host>:<port>/mcp. */
         publicUrl: z.url().optional(),
         sessionIdleMs: z.number().int().min(1000).default(30 * 60 * 1000),
+        /** MCP sessions one user may hold; the oldest is closed past it. */
+        maxSessionsPerUser: z.number().int().min(1).max(10_000).default(16),
+        /** MCP sessions of all users together; the least recently used is closed past it. */
+        maxSessions: z.number().int().min(1).max(100_000).default(256),
+        /** Bytes of resumable events kept per session, and across all sessions. */
+        eventBytesPerSession: z.number().int().min(0).max(1024 * 1024 * 1024).default(2 * 1024 * 1024),
+        eventBytesTotal: z.number().int().min(0).max(16 * 1024 * 1024 * 1024).default(128 * 1024 * 1024),
         shutdownGraceMs: z.number().int().min(0).max(3_600_000).default(30_000),
       })
       .strict()

@@ -12,13 +12,16 @@ import type { App } from "../app.js";
 import { errorMessage } from "../shared/errors.js";
 import { defaultRuntime } from "../shared/languages.js";
 import { CodeboxTokenVerifier, resolveApiKeys, userIdOf } from "./auth.js";
-import { BoundedEventStore } from "./event-store.js";
+import { BoundedEventStore, EventBudget } from "./event-store.js";
+import { SessionRegistry } from "./sessions.js";
 
 interface Session {
   transport: StreamableHTTPServerTransport;
   server: McpServer;
+  events: BoundedEventStore;
   userId: string;
   lastSeen: number;
+  close(): Promise<void>;
 }
 
 export interface HttpServerHandle {
@@ -108,7 +111,8 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     });
   }
 
-  const sessions = new Map<string, Session>();
+  const sessions = new SessionRegistry<Session>({ maxPerUser: h.maxSessionsPerUser, maxTotal: h.maxSessions });
+  const eventBudget = new EventBudget(h.eventBytesTotal);
   const auth = requireBearerAuth({
     verifier,
     requiredScopes: [],
@@ -128,19 +132,24 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     if (sessionId) {
       const session = sessions.get(sessionId);
       // Security: a session belongs to the user who opened it; another user's id is simply unknown.
-      if (!session || session.userId !== userId) return jsonRpcError(res, 404, "Session not found: start a new one with initialize");
+      if (!session || session.userId !== userId) {
+        const why = session ? undefined : sessions.whyClosed(sessionId);
+        return jsonRpcError(res, 404, why ? `Session closed: ${why}. Start a new one with initialize.` : "Session not found: start a new one with initialize");
+      }
       session.lastSeen = Date.now();
       await session.transport.handleRequest(req, res, req.body);
       return;
     }
     if (req.method !== "POST" || !isInitializeRequest(req.body)) return jsonRpcError(res, 400, "No session: send initialize first (without an Mcp-Session-Id header)");
     if (draining) return jsonRpcError(res, 503, "The server is shutting down");
+    await sessions.makeRoom(userId);
     const server = app.createServer(userIdFor);
+    const events = new BoundedEventStore(5_000, h.eventBytesPerSession, eventBudget);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      eventStore: new BoundedEventStore(),
+      eventStore: events,
       onsessioninitialized: (id) => {
-        sessions.set(id, { transport, server, userId, lastSeen: Date.now() });
+        sessions.add(id, { transport, server, events, userId, lastSeen: Date.now(), close: () => transport.close() });
         logger.info("MCP session opened", { sessionId: id, userId });
       },
       onsessionclosed: (id) => {
@@ -148,6 +157,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
       },
     });
     transport.onclose = () => {
+      events.release();
       if (transport.sessionId) sessions.delete(transport.sessionId);
     };
     await server.connect(transport);
@@ -172,7 +182,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
 
   const idleTimer = setInterval(() => {
     const cutoff = Date.now() - h.sessionIdleMs;
-    for (const [id, s] of sessions) {
+    for (const [id, s] of [...sessions.entries()]) {
       if (s.lastSeen < cutoff) {
         sessions.delete(id);
         void s.transport.close().catch(() => {});
