@@ -25,6 +25,7 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" 
   { env: "CODEBOX_HTTP_HOST", key: "http.host", type: "string" },
   { env: "CODEBOX_HTTP_PORT", key: "http.port", type: "int" },
   { env: "CODEBOX_PUBLIC_URL", key: "http.publicUrl", type: "string" },
+  { env: "CODEBOX_METRICS_TOKEN", key: "http.metricsToken", type: "string" },
   { env: "CODEBOX_API_KEYS", key: "auth.apiKeys", type: "apiKeys" },
   { env: "CODEBOX_OAUTH_ISSUER", key: "auth.oauth.issuer", type: "string" },
   { env: "CODEBOX_OAUTH_AUDIENCE", key: "auth.oauth.audience", type: "string" },

@@ -153,6 +153,8 @@ export const ConfigSchema = z
         /** The URL clients use to reach /mcp (for OAuth metadata); default http://<host>:<port>/mcp. */
         publicUrl: z.url().optional(),
         sessionIdleMs: z.number().int().min(1000).default(30 * 60 * 1000),
+        /** Bearer token for /readyz and /metrics when the listener is not loopback-only (API keys and access tokens work too). */
+        metricsToken: z.string().min(16).optional(),
         /** MCP sessions one user may hold; the oldest is closed past it. */
         maxSessionsPerUser: z.number().int().min(1).max(10_000).default(16),
         /** MCP sessions of all users together; the least recently used is closed past it. */

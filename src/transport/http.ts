@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomUUID, timingSafeEqual } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -11,7 +11,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { App } from "../app.js";
 import { errorMessage } from "../shared/errors.js";
 import { defaultRuntime } from "../shared/languages.js";
-import { CodeboxTokenVerifier, resolveApiKeys, userIdOf } from "./auth.js";
+import { CodeboxTokenVerifier, hashKey, resolveApiKeys, userIdOf } from "./auth.js";
 import { BoundedEventStore, EventBudget } from "./event-store.js";
 import { SessionRegistry } from "./sessions.js";
 
@@ -77,11 +77,27 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     next();
   });
 
+  // Security: /readyz and /metrics say what runs here (engine errors, users' run counts): on a
+  // listener that is not loopback-only they need a credential: http.metricsToken, or any API key
+  // or access token this server accepts.
+  const loopbackOnly = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(h.host);
+  const metricsToken = h.metricsToken ? hashKey(h.metricsToken) : undefined;
+  const operatorOnly = (req: Request, res: Response, next: NextFunction) => {
+    if (loopbackOnly) return next();
+    const m = /^Bearer (.+)$/.exec(req.header("authorization") ?? "");
+    if (!m) return void res.status(401).json({ error: "a bearer credential is needed here (http.metricsToken, an API key or an access token)" });
+    if (metricsToken && timingSafeEqual(hashKey(m[1]!), metricsToken)) return next();
+    verifier.verifyAccessToken(m[1]!).then(
+      () => next(),
+      () => res.status(401).json({ error: "invalid credential" }),
+    );
+  };
+
   let draining = false;
   web.get("/healthz", (_req, res) => {
     res.status(draining ? 503 : 200).json({ status: draining ? "draining" : "ok" });
   });
-  web.get("/readyz", async (_req, res) => {
+  web.get("/readyz", operatorOnly, async (_req, res) => {
     try {
       await app.backend.engineInfo();
       const image = await app.backend.imageExists(defaultRuntime(app.config.sandbox.runtimes));
@@ -91,7 +107,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
       res.status(503).json({ ready: false, engine: false, error: errorMessage(err) });
     }
   });
-  web.get("/metrics", async (_req, res) => {
+  web.get("/metrics", operatorOnly, async (_req, res) => {
     res.setHeader("content-type", app.metrics.registry.contentType);
     res.end(await app.metrics.registry.metrics());
   });
