@@ -6,7 +6,7 @@ import { createLogger } from "../src/shared/logger.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cliPath, docker, mountsUnder, ourContainers, tempDir } from "./helpers.js";
+import { cliPath, docker, mountsUnder, tempDir, waitForNoContainers } from "./helpers.js";
 
 // Before any test: the built CLI exists and the sandbox image is built once (so tests running
 // in parallel do not race to build it). After all tests: no container of ours is left.
@@ -33,9 +33,12 @@ export async function teardown(): Promise<void> {
     for (const m of mountsUnder(root)) execFileSync("umount", ["-l", m]);
     rmSync(root, { recursive: true, force: true });
   }
-  const left = await ourContainers(undefined, true);
+  // Removal is asynchronous (AutoRemove, background removal after a run) and a gVisor container
+  // can take many seconds to go on a loaded machine: wait for them, then anything left is a leak.
+  const left = await waitForNoContainers(undefined, 30_000, true);
   if (left.length > 0) {
     await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
-    throw new Error(`${left.length} sandbox container(s) were left behind by the tests: ${left.map((c) => c.Id.slice(0, 12)).join(", ")}`);
+    const describe = (c: (typeof left)[number]) => `${c.Id.slice(0, 12)} ${c.Names.join(",") || "(no name)"} ${c.State} run=${c.Labels["dev.codebox-mcp.run"] ?? "?"} user=${c.Labels["dev.codebox-mcp.user"] ?? "?"}`;
+    throw new Error(`${left.length} sandbox container(s) were left behind by the tests: ${left.map(describe).join("; ")}`);
   }
 }

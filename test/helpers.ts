@@ -78,8 +78,25 @@ export const isIdleWarm = (c: Docker.ContainerInfo) => (c.Names ?? []).some((n) 
 export async function ourContainers(filter?: { label: string; value: string }, includeWarm = false): Promise<Docker.ContainerInfo[]> {
   const labels = [`${LABEL.managed}=true`];
   if (filter) labels.push(`${filter.label}=${filter.value}`);
-  const all = await docker.listContainers({ all: true, filters: { label: labels } });
+  const listed = await docker.listContainers({ all: true, filters: { label: labels } });
+  const all = (await Promise.all(listed.map(async (c) => ((await isGhost(c)) ? undefined : c)))).filter((c): c is Docker.ContainerInfo => c !== undefined);
   return includeWarm ? all : all.filter((c) => !isIdleWarm(c));
+}
+
+/**
+ * An entry dockerd still lists as "Removal In Progress" although the container is gone (its
+ * inspect answers 404). Seen with gVisor under heavy load: a dockerd bookkeeping ghost that only
+ * an engine restart clears, not a container the tests left behind.
+ */
+async function isGhost(c: Docker.ContainerInfo): Promise<boolean> {
+  if (c.State !== "removing") return false;
+  return docker
+    .getContainer(c.Id)
+    .inspect()
+    .then(
+      () => false,
+      (err: { statusCode?: number }) => err.statusCode === 404,
+    );
 }
 
 /** Polls until no labelled container matches (AutoRemove and force-remove are asynchronous). */
