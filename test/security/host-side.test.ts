@@ -192,13 +192,13 @@ describe.each(["runc", "runsc"])("removing a skill while a live run swaps its fo
        while (Date.now() < end) {
          for (const n of ["b", "c", "deep"]) {
            try { fs.renameSync(n, n + ".m" + swaps); } catch {}
-           try { fs.symlinkSync(target, n); swaps++; } catch {}
+           try { fs.symlinkSync(target, n); if (swaps++ === 0) console.log("swapping"); } catch {}
            try { fs.unlinkSync(n); } catch {}
            try { fs.mkdirSync(n + "/x", { recursive: true }); fs.writeFileSync(n + "/x/keep.txt", "x"); } catch {}
          }
          try { fs.symlinkSync(target, "/skills/victim/a/link" + swaps); } catch {}
        }
-       console.log("swaps", swaps > 0);`,
+       console.log("done");`,
     );
     const until = Date.now() + 7_000;
     let cycles = 0;
@@ -208,7 +208,10 @@ describe.each(["runc", "runsc"])("removing a skill while a live run swaps its fo
       cycles++;
     }
     const r = await attacker;
-    expect(r.stdout).toBe("swaps true\n");
+    // The attack ran (it swapped at least once). Under gVisor the run itself may stall on a folder
+    // the host removed beneath it and be killed at its timeout: that costs only the attacker's run.
+    expect(r.stdout, JSON.stringify({ stderr: r.stderr.slice(0, 500), exitCode: r.exitCode, timedOut: r.timedOut, cycles })).toMatch(/^swapping\n(done\n)?$/);
+    if (!r.stdout.includes("done")) expect(r.timedOut).toBe(true);
     expect(cycles).toBeGreaterThan(3);
     expect(canary.intact()).toBe(true);
   });
