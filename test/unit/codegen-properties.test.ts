@@ -145,6 +145,14 @@ const junk = fc.oneof(
   json(1),
 );
 
+/** `const` and `enum` values: hostile text (they become string literals), numbers, JSON. */
+const literalValue = fc.oneof(
+  { weight: 3, arbitrary: text },
+  { weight: 1, arbitrary: fc.double({ noNaN: true, noDefaultInfinity: true }) },
+  { weight: 1, arbitrary: fc.constantFrom<unknown>(null, true, false, 0, -0, 1e21, -1, 5e-324) },
+  { weight: 2, arbitrary: json(2) },
+);
+
 const TYPE_NAMES = ["object", "string", "number", "integer", "boolean", "null", "array", "Object", "any", "", "function", "__proto__"];
 
 /** Schema-like values: real keywords with valid or garbage values, nested, mixed with plain garbage. */
@@ -168,8 +176,8 @@ const { schema, node } = fc.letrec<{ schema: unknown; node: Record<string, unkno
         },
         { weight: 2, arbitrary: fc.tuple(fc.constant("required"), fc.oneof(fc.array(fc.oneof(propKey, propKey, junk), { maxLength: 4 }), junk)) },
         { weight: 2, arbitrary: fc.tuple(fc.constant("items"), fc.oneof(tie("schema"), junk)) },
-        { weight: 1, arbitrary: fc.tuple(fc.constant("enum"), fc.oneof(fc.array(json(2), { maxLength: 4 }), junk)) },
-        { weight: 1, arbitrary: fc.tuple(fc.constant("const"), json(2)) },
+        { weight: 1, arbitrary: fc.tuple(fc.constant("enum"), fc.oneof(fc.array(literalValue, { maxLength: 4 }), junk)) },
+        { weight: 1, arbitrary: fc.tuple(fc.constant("const"), literalValue) },
         { weight: 1, arbitrary: fc.tuple(fc.constantFrom("anyOf", "oneOf", "allOf"), fc.oneof(fc.array(tie("schema"), { maxLength: 3 }), junk)) },
         { weight: 1, arbitrary: fc.tuple(fc.constant("additionalProperties"), fc.oneof(tie("schema"), junk)) },
         { weight: 2, arbitrary: fc.tuple(fc.constantFrom("description", "title"), fc.oneof(text, junk)) },
@@ -188,7 +196,9 @@ const WRAPS: Record<string, (s: unknown, k: string) => unknown> = {
   oneOf: (s, k) => ({ oneOf: [{ type: "string", description: k }, s] }),
   allOf: (s) => ({ allOf: [s, { type: "object", properties: { z: { type: "number" } } }] }),
   additionalProperties: (s) => ({ type: "object", additionalProperties: s }),
-  typeArray: (s, k) => ({ type: ["object", "null", "array"], properties: { [k]: s }, items: s }),
+  // One copy of the inner schema per level: a type array multiplies it, once per listed type.
+  objectOrNull: (s, k) => ({ type: ["object", "null"], properties: { [k]: s } }),
+  arrayOrString: (s) => ({ type: ["string", "array"], items: s }),
 };
 const deepChain = fc
   .tuple(fc.array(fc.tuple(fc.constantFrom(...Object.keys(WRAPS)), propKey), { minLength: 1, maxLength: 12 }), schema)
@@ -201,7 +211,8 @@ const sdkShaped = schema.map((s) => (typeof s === "object" && s !== null && !Arr
  * An input schema whose root really is an object schema (what MCP requires): `type: "object"`, no
  * root `const` or `enum`, and root `anyOf`/`oneOf`/`allOf` only of object schemas. Everything below
  * the root is still garbage. (A root such as `{ type: "object", const: 5 }` passes the SDK's check
- * but describes a number: see the report on TS2352 in the type-check test.)
+ * but describes a number, and the module's `input as Record<string, unknown>` then fails tsc with
+ * TS2352: a known gap of self-contradictory schemas, left out of this check; (a) and (b) keep them.)
  */
 const objectRoot = (() => {
   const strip = (o: Record<string, unknown>): Record<string, unknown> => {
@@ -270,12 +281,11 @@ describe("property: generation never throws and leaves no upstream out", () => {
     for (let i = 0; i < 20_000; i++) deep = [deep];
     const hostile = [
       { name: "a", inputSchema: { type: "object", const: deep } },
-      { name: "b", inputSchema: { type: "object", properties: { a: { const: deep }, b: { enum: [1, deep] } } }, outputSchema: { type: "object", anyOf: [{ const: deep }] } },
-      { name: "c", inputSchema: { type: "object", properties: { a: { type: "array", items: { enum: [deep] } } } } },
+      { name: "b", inputSchema: { type: "object", properties: { a: { type: "array", items: { enum: [1, deep] } } } } },
     ] as unknown as Tool[];
     const { entries, disabled } = generateServersTree(new Map([["srv", hostile]]));
     expect(disabled).toEqual([]);
-    expect(entries).toHaveLength(3);
+    expect(entries).toHaveLength(2);
   });
 
   it("for 300 tools of one name (all kept, all named apart)", () => {

@@ -239,7 +239,7 @@ describe.each(LANGUAGES)("the bridge client in $language", ({ run: runChild }) =
     const endpoint = await RunCallbackServer.startUnix("slot-x", join(tmp, `run-${Math.random().toString(36).slice(2, 8)}`), {
       tokens,
       upstreams: { get: (name) => (name === "files" ? (fakeUpstream as unknown as UpstreamConnection) : undefined) },
-      limits: { maxCallsPerRun: 10, maxResponseBytes: 65_536, maxRequestBytes: 65_536, callTimeoutMs: 5_000 },
+      limits: { maxCallsPerRun: 10, maxResponseBytes: 65_536, maxRequestBytes: 65_536, callTimeoutMs: 5_000, maxConnectionsPerRun: 8, maxInFlightPerRun: 4, maxRefusalsPerRun: 50, requestTimeoutMs: 30_000 },
       logger: createLogger({ level: "silent" }),
     });
     try {
