@@ -1002,3 +1002,37 @@ print(json.dumps({"errors": errors, "connects": connects, "packages": packages, 
     expect(existsSync(canary)).toBe(false);
   });
 });
+
+describe("generation cost is bounded by the schema, not multiplied by it", () => {
+  const nest = (k: number, levels: number) => {
+    let s: Record<string, unknown> = { type: "string" };
+    for (let i = 0; i < levels; i++) s = { type: Array(k).fill("object"), properties: { a: s } };
+    return s;
+  };
+  const size = (tools: Tool[]) => generateServersTree(new Map([["s", tools]])).files.reduce((n, f) => n + f.content.length, 0);
+
+  it("keeps a tiny schema with repeated type lists to a small module (it was 30 MB of TypeScript)", () => {
+    expect(size([{ name: "t", inputSchema: { type: "object", properties: { x: nest(30, 4) } } } as Tool])).toBeLessThan(200_000);
+    expect(size([{ name: "t", inputSchema: { type: "object", properties: { x: nest(8, 5) } } } as Tool])).toBeLessThan(200_000);
+  });
+
+  it("reads the part of a schema past its node budget as any", () => {
+    const wide = Object.fromEntries(Array.from({ length: 6_000 }, (_, i) => [`p${i}`, { type: "string" }]));
+    const out = generateServersTree(new Map([["s", [{ name: "t", inputSchema: { type: "object", properties: wide } } as Tool]]]));
+    const ts = out.files.find((f) => f.path === "s/t.ts")!.content;
+    expect(ts).toContain("p0?: string;");
+    expect(ts).toContain("p5999?: unknown");
+  });
+
+  it("names 10,000 tools of one name uniquely, counting on where it left off", () => {
+    const tools = Array.from({ length: 10_000 }, () => ({ name: "x", inputSchema: { type: "object" } }) as Tool);
+    const { entries } = generateServersTree(new Map([["s", tools]]));
+    expect(new Set(entries.map((e) => e.identifier)).size).toBe(10_000);
+    expect(entries.at(-1)!.identifier).toBe("x_10000");
+  });
+
+  it("keeps a union of objects inside allOf grouped", () => {
+    const t = schemaToType({ allOf: [{ anyOf: [{ type: "object", properties: { a: { type: "string" } } }, { type: "object", properties: { b: { type: "string" } } }] }, { type: "object", properties: { c: { type: "number" } } }] });
+    expect(t.replace(/\s+/g, " ")).toBe("({ a?: string; } | { b?: string; }) & { c?: number; }");
+  });
+});

@@ -68,9 +68,13 @@ export function pascal(id: string): string {
 /** Makes names unique with a numeric suffix, in order (first come keeps the plain name). */
 export function uniquify(names: string[], compare: (s: string) => string = (s) => s, reserved: string[] = []): string[] {
   const seen = new Set<string>(reserved.map(compare));
+  // Where to continue counting for each name: 10,000 tools of one name stay linear, not quadratic.
+  const next = new Map<string, number>();
   return names.map((n) => {
     let candidate = n;
-    for (let i = 2; seen.has(compare(candidate)); i++) candidate = `${n}_${i}`;
+    let i = next.get(compare(n)) ?? 2;
+    while (seen.has(compare(candidate))) candidate = `${n}_${i++}`;
+    next.set(compare(n), i);
     seen.add(compare(candidate));
     return candidate;
   });

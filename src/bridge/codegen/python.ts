@@ -1,7 +1,7 @@
 // Python for the /servers code API: the same tools as /servers/<server>/<tool>.py, typed from the
 // same JSON Schemas. Upstream text lands only in `#` comments and JSON-escaped string literals.
 import { pascal, toIdentifier } from "./names.js";
-import { asSchema, propertiesOf, requiredOf, textOf, typesOf } from "./schema.js";
+import { asSchema, type Budget, newBudget, propertiesOf, requiredOf, textOf, typesOf } from "./schema.js";
 import type { Schema, ToolEntry } from "./types.js";
 
 // Security: Python reads a coding declaration (PEP 263) from line 1 or 2, so both are fixed text:
@@ -36,11 +36,11 @@ function pyLiteral(v: unknown): string | undefined {
  * A Python type for a JSON Schema. Objects with properties become TypedDicts (functional form, so
  * any key works), appended to `defs` under names derived from `name`.
  */
-export function schemaToPython(schema: Schema | unknown, name: string, defs: string[], depth = 0): string {
+export function schemaToPython(schema: Schema | unknown, name: string, defs: string[], depth = 0, budget: Budget = newBudget()): string {
   const checked = asSchema(schema);
   if (checked === true || checked === undefined) return "Any";
   if (checked === false) return "NoReturn";
-  if (depth > 8) return "Any";
+  if (depth > 8 || --budget.left < 0) return "Any";
   const s = checked;
   if ("const" in s) return pyLiteral(s.const) ? `Literal[${pyLiteral(s.const)}]` : "Any";
   if (Array.isArray(s.enum)) {
@@ -49,11 +49,11 @@ export function schemaToPython(schema: Schema | unknown, name: string, defs: str
   }
   for (const key of ["anyOf", "oneOf"] as const) {
     const alts = s[key];
-    if (Array.isArray(alts) && alts.length) return [...new Set(alts.map((a, i) => schemaToPython(a, `${name}${i + 1}`, defs, depth + 1)))].join(" | ");
+    if (Array.isArray(alts) && alts.length) return [...new Set(alts.map((a, i) => schemaToPython(a, `${name}${i + 1}`, defs, depth + 1, budget)))].join(" | ");
   }
-  if (Array.isArray(s.allOf) && s.allOf.length === 1) return schemaToPython(s.allOf[0], name, defs, depth + 1);
+  if (Array.isArray(s.allOf) && s.allOf.length === 1) return schemaToPython(s.allOf[0], name, defs, depth + 1, budget);
   const types = typesOf(s);
-  if (types && types.length > 1) return [...new Set(types.map((t) => schemaToPython({ ...s, type: t }, name, defs, depth + 1)))].join(" | ");
+  if (types && types.length > 1) return [...new Set(types.map((t) => schemaToPython({ ...s, type: t }, name, defs, depth + 1, budget)))].join(" | ");
   switch (types?.[0]) {
     case "string":
       return "str";
@@ -66,19 +66,19 @@ export function schemaToPython(schema: Schema | unknown, name: string, defs: str
     case "null":
       return "None";
     case "array":
-      return `list[${schemaToPython(s.items, `${name}Item`, defs, depth + 1)}]`;
+      return `list[${schemaToPython(s.items, `${name}Item`, defs, depth + 1, budget)}]`;
     case "object":
-      return pyObject(s, name, defs, depth);
+      return pyObject(s, name, defs, depth, budget);
     default:
-      return propertiesOf(s).length > 0 ? pyObject(s, name, defs, depth) : "Any";
+      return propertiesOf(s).length > 0 ? pyObject(s, name, defs, depth, budget) : "Any";
   }
 }
 
-function pyObject(s: Record<string, unknown>, name: string, defs: string[], depth: number): string {
+function pyObject(s: Record<string, unknown>, name: string, defs: string[], depth: number, budget: Budget): string {
   const props = propertiesOf(s);
   if (props.length === 0) {
     const extra = asSchema(s.additionalProperties);
-    return `dict[str, ${extra && extra !== true ? schemaToPython(extra, `${name}Value`, defs, depth + 1) : "Any"}]`;
+    return `dict[str, ${extra && extra !== true ? schemaToPython(extra, `${name}Value`, defs, depth + 1, budget) : "Any"}]`;
   }
   const required = requiredOf(s);
   const fields = props.map(([key, prop]) => {
@@ -86,12 +86,13 @@ function pyObject(s: Record<string, unknown>, name: string, defs: string[], dept
       .replace(/[^A-Za-z0-9]+(.)?/g, (_, c: string | undefined) => (c ?? "").toUpperCase())
       .replace(/^./, (c) => c.toUpperCase())
       .slice(0, 40);
-    const t = schemaToPython(prop, `${name}${pascalKey}`, defs, depth + 1);
+    const t = schemaToPython(prop, `${name}${pascalKey}`, defs, depth + 1, budget);
     return `${pyComment(textOf(prop, "description"), "    ")}    ${pyString(key)}: ${required.has(key) ? t : `NotRequired[${t}]`},\n`;
   });
   // Two properties can map to one name ("a-b" and "aB"): the later one gets a suffix.
   let unique = name;
-  for (let i = 2; defs.some((d) => d.startsWith(`${unique} = `)); i++) unique = `${name}_${i}`;
+  for (let i = 2; budget.names.has(unique); i++) unique = `${name}_${i}`;
+  budget.names.add(unique);
   defs.push(`${unique} = TypedDict(${pyString(unique)}, {\n${fields.join("")}})\n`);
   return unique;
 }
@@ -100,8 +101,9 @@ export function pyToolModule(entry: ToolEntry): string {
   const { tool, server, pyName } = entry;
   const base = pascal(toIdentifier(tool.name)) || "Tool";
   const defs: string[] = [];
-  const input = schemaToPython(tool.inputSchema, `${base}Input`, defs);
-  const output = tool.outputSchema ? schemaToPython(tool.outputSchema, `${base}Output`, defs) : "str | list[ContentBlock]";
+  const budget = newBudget();
+  const input = schemaToPython(tool.inputSchema, `${base}Input`, defs, 0, budget);
+  const output = tool.outputSchema ? schemaToPython(tool.outputSchema, `${base}Output`, defs, 0, budget) : "str | list[ContentBlock]";
   const doc = [tool.title && tool.title !== tool.name ? tool.title : undefined, tool.description, `MCP tool "${tool.name}" of server "${server}".`, tool.outputSchema ? "Returns the tool's structuredContent." : "Returns the tool's text (or its content blocks when they are not all text).", "Pass the arguments as a dict, as keywords, or both (keywords win)."]
     .filter(Boolean)
     .join("\n\n");

@@ -21,14 +21,32 @@ export function requiredOf(s: Record<string, unknown>): Set<string> {
   return new Set(Array.isArray(s.required) ? s.required.filter((r): r is string => typeof r === "string") : []);
 }
 
-/** A schema's `type` as a list of strings (a single string, an array of them; anything else: none). */
+/** A schema's `type` as a list of distinct strings (a single string, an array of them; anything else: none). */
 export function typesOf(s: Record<string, unknown>): string[] | undefined {
   if (typeof s.type === "string") return [s.type];
   if (Array.isArray(s.type)) {
-    const types = s.type.filter((t): t is string => typeof t === "string");
+    // Distinct and few: a type list is expanded once per entry, so ["object" × 30] must not multiply work.
+    const types = [...new Set(s.type.filter((t): t is string => typeof t === "string"))].slice(0, 8);
     return types.length > 0 ? types : undefined;
   }
   return undefined;
+}
+
+/**
+ * Schema nodes one tool's types may visit. Real tools use a few hundred; past this the rest reads
+ * as "any", so a small hostile schema cannot make generation (which runs on the server's event
+ * loop) take seconds.
+ */
+export const SCHEMA_NODE_BUDGET = 4_000;
+
+export interface Budget {
+  left: number;
+  /** Type names given out so far (Python TypedDicts). */
+  names: Set<string>;
+}
+
+export function newBudget(nodes = SCHEMA_NODE_BUDGET): Budget {
+  return { left: nodes, names: new Set() };
 }
 
 /** A string-valued keyword (description, title), or undefined. */
