@@ -4,7 +4,14 @@ import { BoundedEventStore, EventBudget } from "../../src/transport/event-store.
 import { SessionRegistry } from "../../src/transport/sessions.js";
 
 function session(userId: string, lastSeen: number) {
-  const s = { userId, lastSeen, closed: false, close: async () => void (s.closed = true) };
+  const s = {
+    userId,
+    lastSeen,
+    closed: false,
+    close: async () => {
+      s.closed = true;
+    },
+  };
   return s;
 }
 
