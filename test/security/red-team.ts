@@ -618,8 +618,8 @@ const ATTACKS: Attack[] = [
       // Host-side operations on the user's directories: a new server start (creates/chowns dirs),
       // a run (ensure + quota + bridge), the soft-quota accounting walk, and doctor.
       const again = await alice.run(pick(ctx, { js: 'import fs from "node:fs"; console.log(fs.readlinkSync("/workspace/passwd"))', py: 'import os\nprint(os.readlink("/workspace/passwd"))' }));
-      const { usage } = await import("../../src/stores/volumes.js");
-      await usage(lab.workspaceOf(lab.users.alice));
+      const { usageBeneath } = await import("../../src/stores/safe-fs.js");
+      await usageBeneath(lab.workspaceOf(lab.users.alice));
       const s2 = await lab.session(lab.users.alice);
       await s2.run(say(ctx, "1"));
       await s2.close();
