@@ -59,6 +59,7 @@ export const ConfigSchema = z
     userId: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 characters of letters, digits, '_', '.', '-'")
+      .refine((id) => !/^oidc/i.test(id), 'must not start with "oidc": that prefix is the namespace of OAuth users')
       .default("local"),
     docker: z
       .object({
@@ -172,7 +173,10 @@ export const ConfigSchema = z
           .array(
             z
               .object({
-                userId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.', '-'"),
+                userId: z
+                  .string()
+                  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.', '-'")
+                  .refine((id) => !/^oidc/i.test(id), 'must not start with "oidc": that prefix is the namespace of OAuth users'),
                 key: z.string().min(16, "API keys must be at least 16 characters").optional(),
                 keyHash: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be "sha256:" and 64 hex digits').optional(),
               })
@@ -187,6 +191,8 @@ export const ConfigSchema = z
             jwksUri: z.url(),
             requiredScopes: z.array(z.string()).default([]),
             userClaim: z.string().default("sub"),
+            /** JOSE "typ" values accepted as access tokens (RFC 9068: at+jwt). Add "jwt" for issuers that label access tokens plainly. */
+            acceptedTypes: z.array(z.string().min(1)).min(1).default(["at+jwt"]),
           })
           .strict()
           .optional(),

@@ -77,6 +77,25 @@ export class UserDirectories {
     return { root, workspace: join(root, "workspace"), skills: join(root, "skills") };
   }
 
+  /**
+   * Moves a user's folder from the id an older version gave them to their current id, once: only
+   * when the new one does not exist yet, the old one is a real directory, and the caller vouches
+   * that the old id belongs to nobody else. Returns whether it moved. A folder that is a mounted
+   * quota volume cannot be moved; it is left where it is (nothing is deleted) and false returned.
+   */
+  async adoptLegacy(legacyId: string, userId: string): Promise<boolean> {
+    const from = this.pathsFor(legacyId).root;
+    const to = this.pathsFor(userId).root;
+    const [src, dst] = await Promise.all([fs.lstat(from).catch(() => undefined), fs.lstat(to).catch(() => undefined)]);
+    if (!src?.isDirectory() || dst) return false;
+    try {
+      await fs.rename(from, to);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Creates the user's directories if needed and returns their host paths. */
   async ensure(userId: string): Promise<UserDirs> {
     const dirs = this.pathsFor(userId);

@@ -8,6 +8,48 @@ import type { Logger } from "../shared/logger.js";
 
 export const hashKey = (key: string): Buffer => createHash("sha256").update(key, "utf8").digest();
 
+/**
+ * User ids are folder names, so every identity source gets its own namespace, collision-free by
+ * construction: API keys and the local user use the ids the operator configured (which may not
+ * start with "oidc", the config refuses them); an OAuth claim becomes "oidc-<claim>" when it is a
+ * short safe name, otherwise "oidch-<hash>". The two OAuth forms differ at their fifth character
+ * ("-" or "h"), so no claim can take another claim's folder, hashed or not.
+ */
+export const OAUTH_ID_PREFIX = "oidc-";
+export const OAUTH_HASHED_PREFIX = "oidch-";
+
+const SAFE_CLAIM = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,58}$/;
+const claimHash = (claim: string) => createHash("sha256").update(claim).digest("hex").slice(0, 32);
+
+/** The user id (folder) of an OAuth identity. */
+export function oauthUserId(claim: string): string {
+  return SAFE_CLAIM.test(claim) && !claim.includes("..") ? `${OAUTH_ID_PREFIX}${claim}` : `${OAUTH_HASHED_PREFIX}${claimHash(claim)}`;
+}
+
+/**
+ * The folder the same claim had before namespaces (0.1): the claim itself when it was a safe id,
+ * else "u-<hash>". Only the hashed form is unforgeable, so only it may be adopted without further
+ * checks (see UserDirectories.adoptLegacy).
+ */
+export function legacyOauthUserId(claim: string): { id: string; hashed: boolean } {
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(claim) && !claim.includes("..") ? { id: claim, hashed: false } : { id: `u-${claimHash(claim)}`, hashed: true };
+}
+
+/**
+ * Whether an OAuth user may take over the folder of their pre-namespace id: a hashed one always
+ * (nobody else can produce that hash); a plain one only when it is nobody else's: not an API-key
+ * user or the local user, not someone's hashed id, not already in the OAuth namespace.
+ */
+export function mayAdoptLegacy(legacy: { id: string; hashed: boolean }, otherIds: ReadonlySet<string>): boolean {
+  if (legacy.hashed) return true;
+  return !otherIds.has(legacy.id) && !/^u-[0-9a-f]{32}$/.test(legacy.id) && !/^oidc/i.test(legacy.id);
+}
+
+/** The JOSE "typ" of a token, normalised (RFC 7515: "application/" may be left out; case-insensitive). */
+export function tokenType(typ: unknown): string {
+  return typeof typ === "string" ? typ.toLowerCase().replace(/^application\//, "") : "jwt";
+}
+
 export interface ApiKeyEntry {
   userId: string;
   hash: Buffer;
@@ -51,16 +93,19 @@ export class CodeboxTokenVerifier implements OAuthTokenVerifier {
   private async verifyJwt(token: string): Promise<AuthInfo> {
     const o = this.oauth!;
     try {
-      const { payload } = await jwtVerify(token, this.jwks!, { issuer: o.issuer, audience: o.audience });
+      const { payload, protectedHeader } = await jwtVerify(token, this.jwks!, { issuer: o.issuer, audience: o.audience });
+      // Security: an access token, not another JWT of the same issuer (an ID token, a logout token).
+      const typ = tokenType(protectedHeader.typ);
+      if (!o.acceptedTypes.map(tokenType).includes(typ)) throw new InvalidTokenError(`the token's type "${typ}" is not an access token type this server accepts (auth.oauth.acceptedTypes)`);
       const scopes = typeof payload.scope === "string" ? payload.scope.split(" ").filter(Boolean) : Array.isArray(payload.scp) ? (payload.scp as string[]) : [];
       const missing = o.requiredScopes.filter((s) => !scopes.includes(s));
       if (missing.length) throw new InsufficientScopeError(`missing scope(s): ${missing.join(", ")}`);
       const user = payload[o.userClaim];
       if (typeof user !== "string" || !/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/.test(user)) throw new InvalidTokenError(`the token's "${o.userClaim}" claim is not a usable user id`);
-      // User ids become directory names: map the claim to a safe, stable id.
-      const userId = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(user) && !user.includes("..") ? user : `u-${createHash("sha256").update(user).digest("hex").slice(0, 32)}`;
+      // User ids become directory names: a namespace of their own, collision-free (oauthUserId).
+      const userId = oauthUserId(user);
       if (typeof payload.exp !== "number") throw new InvalidTokenError("the token has no expiry (exp)");
-      return { token, clientId: typeof payload.client_id === "string" ? payload.client_id : "oauth", scopes, expiresAt: payload.exp, extra: { userId } };
+      return { token, clientId: typeof payload.client_id === "string" ? payload.client_id : "oauth", scopes, expiresAt: payload.exp, extra: { userId, legacyUserId: legacyOauthUserId(user) } };
     } catch (err) {
       if (err instanceof InvalidTokenError || err instanceof InsufficientScopeError) throw err;
       const reason = err instanceof joseErrors.JWTExpired ? "token expired" : err instanceof joseErrors.JWTClaimValidationFailed ? `claim "${err.claim}" invalid` : "token invalid";

@@ -11,7 +11,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { App } from "../app.js";
 import { errorMessage } from "../shared/errors.js";
 import { defaultRuntime } from "../shared/languages.js";
-import { CodeboxTokenVerifier, hashKey, resolveApiKeys, userIdOf } from "./auth.js";
+import { CodeboxTokenVerifier, hashKey, mayAdoptLegacy, resolveApiKeys, userIdOf } from "./auth.js";
 import { BoundedEventStore, EventBudget } from "./event-store.js";
 import { SessionRegistry } from "./sessions.js";
 
@@ -128,6 +128,16 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
   }
 
   const sessions = new SessionRegistry<Session>({ maxPerUser: h.maxSessionsPerUser, maxTotal: h.maxSessions });
+  // OAuth users had un-namespaced folders before 0.2: each takes its old folder over once, when that is provably theirs.
+  const otherIds = new Set([config.userId, ...keys.map((k) => k.userId)]);
+  const adopted = new Set<string>();
+  const adoptLegacyFolder = async (userId: string, legacy: unknown) => {
+    if (adopted.has(userId) || typeof legacy !== "object" || legacy === null) return;
+    adopted.add(userId);
+    const l = legacy as { id: string; hashed: boolean };
+    if (!mayAdoptLegacy(l, otherIds)) return;
+    if (await app.dirs.adoptLegacy(l.id, userId)) logger.info("moved an OAuth user's folder to its namespaced id", { from: l.id, to: userId });
+  };
   const eventBudget = new EventBudget(h.eventBytesTotal);
   const auth = requireBearerAuth({
     verifier,
@@ -159,6 +169,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     if (req.method !== "POST" || !isInitializeRequest(req.body)) return jsonRpcError(res, 400, "No session: send initialize first (without an Mcp-Session-Id header)");
     if (draining) return jsonRpcError(res, 503, "The server is shutting down");
     await sessions.makeRoom(userId);
+    await adoptLegacyFolder(userId, req.auth?.extra?.legacyUserId);
     const server = app.createServer(userIdFor);
     const events = new BoundedEventStore(5_000, h.eventBytesPerSession, eventBudget);
     const transport = new StreamableHTTPServerTransport({

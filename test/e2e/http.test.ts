@@ -80,7 +80,7 @@ const out = (r: CallToolResult) => (r.structuredContent as { stdout: string }).s
 const textOf = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("\n");
 
 async function jwt(claims: Record<string, unknown>, opts: { audience?: string; expiresIn?: string | number } = {}): Promise<string> {
-  let b = new SignJWT({ scope: "mcp", ...claims }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(ISSUER).setAudience(opts.audience ?? AUDIENCE).setIssuedAt(Math.floor(Date.now() / 1000) - 120);
+  let b = new SignJWT({ scope: "mcp", ...claims }).setProtectedHeader({ alg: "ES256", kid: "k1", typ: "at+jwt" }).setIssuer(ISSUER).setAudience(opts.audience ?? AUDIENCE).setIssuedAt(Math.floor(Date.now() / 1000) - 120);
   b = b.setExpirationTime(opts.expiresIn ?? "5m");
   return b.sign(privateKey);
 }
