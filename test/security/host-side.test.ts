@@ -185,8 +185,16 @@ describe.each(["runc", "runsc"])("removing a skill while a live run swaps its fo
       app,
       `import fs from "node:fs";
        const target = ${JSON.stringify(canary.dir)};
-       fs.mkdirSync("/skills/victim/a/b", { recursive: true });
-       process.chdir("/skills/victim/a");
+       // A foothold inside the skill: the client is deleting and saving it meanwhile, so retry.
+       for (let tries = 0; ; tries++) {
+         try {
+           fs.mkdirSync("/skills/victim/a/b", { recursive: true });
+           process.chdir("/skills/victim/a");
+           break;
+         } catch (e) {
+           if (tries > 10_000) throw e;
+         }
+       }
        let swaps = 0;
        const end = Date.now() + 8_000;
        while (Date.now() < end) {
