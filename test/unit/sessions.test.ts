@@ -69,12 +69,14 @@ describe("stored events for resumable streams", () => {
     expect(replayed).toEqual(ids.slice(96));
   });
 
-  it("holds a 32 MiB result read 100 times across sessions to the shared budget", async () => {
-    const budget = new EventBudget(64 * 1024 * 1024);
-    const stores = Array.from({ length: 10 }, () => new BoundedEventStore(5_000, 48 * 1024 * 1024, budget));
-    const big = message(32 * 1024 * 1024);
+  it("holds a big result read 100 times across sessions to the shared budget", async () => {
+    // The finding was a 32 MiB resource read 100 times; 1 MiB against an 8 MiB budget is the same shape, faster.
+    const budget = new EventBudget(8 * 1024 * 1024);
+    const stores = Array.from({ length: 10 }, () => new BoundedEventStore(5_000, 6 * 1024 * 1024, budget));
+    const big = message(1024 * 1024);
     for (let i = 0; i < 100; i++) await stores[i % 10]!.storeEvent("s", big);
-    expect(budget.used).toBeLessThanOrEqual(64 * 1024 * 1024);
+    expect(budget.used).toBeLessThanOrEqual(8 * 1024 * 1024);
+    expect(budget.used).toBeGreaterThan(0);
     expect(stores.reduce((n, s) => n + s.storedBytes, 0)).toBe(budget.used);
     for (const s of stores) s.release();
     expect(budget.used).toBe(0);
