@@ -8,6 +8,7 @@ import { transform as sucrase } from "sucrase";
 import ts from "typescript";
 import { afterAll, describe, expect, it } from "vitest";
 import { type GeneratedFile, generateServersTree } from "../../src/bridge/codegen/servers-tree.js";
+import { JS_IDENT, JS_RESERVED, PY_IDENT, PY_KEYWORDS } from "./codegen-oracles.js";
 
 // Property-based tests of the /servers code API generator. Upstream tool lists are attacker-controlled
 // JSON: names, titles, descriptions and schemas of any shape. Generation must never throw, must give
@@ -24,20 +25,7 @@ const PYTHON = execFileSync("python3", ["-c", "import sys; print(sys.executable)
 // ---------------------------------------------------------------------------------------------
 // Oracles
 
-const JS_IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
-// Reserved in strict-mode module code, plus TypeScript's strict-mode reserved words and the names
-// strict code cannot bind.
-const JS_RESERVED = new Set(
-  ("break case catch class const continue debugger default delete do else enum export extends false finally for function if import in " +
-    "instanceof new null return super switch this throw true try typeof var void while with yield let static implements interface package " +
-    "private protected public await arguments eval").split(" "),
-);
-// keyword.kwlist + keyword.softkwlist (3.11) + `type` (a soft keyword since 3.12).
-const PY_KEYWORDS = new Set(
-  ("False None True and as assert async await break class continue def del elif else except finally for from global if import in is " +
-    "lambda nonlocal not or pass raise return try while with yield _ case match type").split(" "),
-);
+
 const TS_CLIENT_NAMES = new Set(["callTool", "callMCPTool", "unwrap", "MCPToolError", "ContentBlock", "CallToolResult"]);
 const PY_CLIENT_NAMES = new Set(["call_tool", "call_mcp_tool", "unwrap", "annotations"]);
 

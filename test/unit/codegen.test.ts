@@ -14,6 +14,7 @@ import { pyComment, pyServerIndex, pyString, pyToolModule, schemaToPython } from
 import { type GeneratedFile, type ToolEntry, generateServersTree } from "../../src/bridge/codegen/servers-tree.js";
 import type { Schema } from "../../src/bridge/codegen/types.js";
 import { TS_HEADER, comment, schemaToType, tsServerIndex, tsToolModule } from "../../src/bridge/codegen/typescript.js";
+import { JS_IDENT, JS_RESERVED, PY_IDENT, PY_KEYWORDS } from "./codegen-oracles.js";
 
 // The /servers code API is generated from upstream tool lists: names, titles, descriptions and
 // schemas are attacker-controlled text that ends up in TypeScript and Python source. These tests
@@ -40,20 +41,7 @@ function freshDir(name: string): string {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-const JS_IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
-const PY_IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
-// Reserved in strict-mode module code (plus TypeScript's strict-mode reserved words and names
-// that cannot be bound in strict code).
-const JS_RESERVED = new Set(
-  ("break case catch class const continue debugger default delete do else enum export extends false finally for function if import in " +
-    "instanceof new null return super switch this throw true try typeof var void while with yield let static implements interface package " +
-    "private protected public await arguments eval").split(" "),
-);
-// keyword.kwlist + keyword.softkwlist (3.11) + `type` (soft keyword since 3.12).
-const PY_KEYWORDS = new Set(
-  ("False None True and as assert async await break class continue def del elif else except finally for from global if import in is " +
-    "lambda nonlocal not or pass raise return try while with yield _ case match type").split(" "),
-);
+
 
 /** The id can be bound by a function declaration in strict code (a second opinion beside the regex). */
 function bindableInStrictCode(id: string): boolean {
