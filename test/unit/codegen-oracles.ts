@@ -14,3 +14,13 @@ export const PY_KEYWORDS = new Set(
   ("False None True and as assert async await break class continue def del elif else except finally for from global if import in is " +
     "lambda nonlocal not or pass raise return try while with yield _ case match type").split(" "),
 );
+
+/** The id can be bound by a function declaration in strict code (a second opinion beside the regex). */
+export function bindableInStrictCode(id: string): boolean {
+  try {
+    new Function(`"use strict"; var ${id} = 1; function f(${id}) {} return ${id};`);
+    return true;
+  } catch {
+    return false;
+  }
+}

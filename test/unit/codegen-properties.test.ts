@@ -8,7 +8,7 @@ import { transform as sucrase } from "sucrase";
 import ts from "typescript";
 import { afterAll, describe, expect, it } from "vitest";
 import { type GeneratedFile, generateServersTree } from "../../src/bridge/codegen/servers-tree.js";
-import { JS_IDENT, JS_RESERVED, PY_IDENT, PY_KEYWORDS } from "./codegen-oracles.js";
+import { JS_IDENT, JS_RESERVED, PY_IDENT, PY_KEYWORDS, bindableInStrictCode } from "./codegen-oracles.js";
 
 // Property-based tests of the /servers code API generator. Upstream tool lists are attacker-controlled
 // JSON: names, titles, descriptions and schemas of any shape. Generation must never throw, must give
@@ -29,14 +29,6 @@ const PYTHON = execFileSync("python3", ["-c", "import sys; print(sys.executable)
 const TS_CLIENT_NAMES = new Set(["callTool", "callMCPTool", "unwrap", "MCPToolError", "ContentBlock", "CallToolResult"]);
 const PY_CLIENT_NAMES = new Set(["call_tool", "call_mcp_tool", "unwrap", "annotations"]);
 
-function bindableInStrictCode(id: string): boolean {
-  try {
-    new Function(`"use strict"; var ${id} = 1; function f(${id}) {} return ${id};`);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function parseDiagnostics(sf: ts.SourceFile): string[] {
   return ((sf as unknown as { parseDiagnostics?: ts.Diagnostic[] }).parseDiagnostics ?? []).map((d) => ts.flattenDiagnosticMessageText(d.messageText, "\n"));

@@ -14,7 +14,7 @@ import { pyComment, pyServerIndex, pyString, pyToolModule, schemaToPython } from
 import { type GeneratedFile, type ToolEntry, generateServersTree } from "../../src/bridge/codegen/servers-tree.js";
 import type { Schema } from "../../src/bridge/codegen/types.js";
 import { TS_HEADER, comment, schemaToType, tsServerIndex, tsToolModule } from "../../src/bridge/codegen/typescript.js";
-import { JS_IDENT, JS_RESERVED, PY_IDENT, PY_KEYWORDS } from "./codegen-oracles.js";
+import { JS_IDENT, JS_RESERVED, PY_IDENT, PY_KEYWORDS, bindableInStrictCode } from "./codegen-oracles.js";
 
 // The /servers code API is generated from upstream tool lists: names, titles, descriptions and
 // schemas are attacker-controlled text that ends up in TypeScript and Python source. These tests
@@ -43,15 +43,6 @@ function freshDir(name: string): string {
 
 
 
-/** The id can be bound by a function declaration in strict code (a second opinion beside the regex). */
-function bindableInStrictCode(id: string): boolean {
-  try {
-    new Function(`"use strict"; var ${id} = 1; function f(${id}) {} return ${id};`);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Syntax diagnostics of a TypeScript module (what transpileModule reports; what the sandbox's loader would choke on). */
 function tsSyntaxErrors(source: string, fileName = "mod.ts"): string[] {
