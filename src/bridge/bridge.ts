@@ -157,7 +157,7 @@ export class Bridge {
    * The bridge end of one container, opened before its run is known (a warm container gets its
    * socket at creation and its token at hand-over). Until bind() no token exists: every call is refused.
    */
-  async openSlot(userId: string): Promise<BridgeSlot> {
+  async openSlot(userId: string, tcpNetwork?: { name: string; gateway: string }): Promise<BridgeSlot> {
     await this.start();
     const own = await this.userPool(userId);
     const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
@@ -173,7 +173,9 @@ export class Bridge {
     };
     const slotId = `slot-${randomBytes(8).toString("hex")}`;
     const tcp = this.config.bridge.transport === "tcp";
-    const callback = tcp ? await RunCallbackServer.startTcp(slotId, this.config.bridge.tcpBindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
+    // TCP mode on a user's internal network: listen on, and point the sandbox at, the host's address there.
+    const bindHost = tcpNetwork?.gateway ?? this.config.bridge.tcpBindHost;
+    const callback = tcp ? await RunCallbackServer.startTcp(slotId, bindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
     const close = async () => {
       if (runId) this.tokens.revoke(runId);
       await callback.close();
@@ -181,11 +183,12 @@ export class Bridge {
     try {
       const serversPath = own ? await own.servers.path(() => this.toolsFor(userId)) : await this.servers.path(() => this.pool.tools());
       const serversMount = { source: serversPath, target: SANDBOX_SERVERS_DIR, readOnly: true };
-      const { tcpHost, tcpNetwork } = this.config.bridge;
+      const tcpHost = tcpNetwork?.gateway ?? this.config.bridge.tcpHost;
+      const networkMode = tcpNetwork?.name ?? this.config.bridge.tcpNetwork;
       return {
         userId,
         mounts: tcp ? [serversMount] : [serversMount, { source: callback.dir!, target: SANDBOX_SOCKET_DIR, readOnly: true }],
-        ...(tcp ? { network: { mode: tcpNetwork, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] } } : {}),
+        ...(tcp ? { network: { mode: networkMode, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] } } : {}),
         bind: (run): Record<string, string> => {
           if (runId) throw new Error("a bridge slot serves one run only");
           runId = run.runId;

@@ -209,7 +209,8 @@ export const ConfigSchema = z
         transport: z.enum(["unix", "tcp"]).default("unix"),
         tcpHost: z.string().default("host.docker.internal"),
         tcpBindHost: z.string().default("127.0.0.1"),
-        tcpNetwork: z.string().default("bridge"),
+        /** TCP mode: "internal" (a per-user network with no route out), or a Docker network name (e.g. "bridge", with tcpHost). */
+        tcpNetwork: z.string().default("internal"),
         /** Tool calls per run, refused ones included. */
         maxCallsPerRun: z.number().int().min(1).max(100_000).default(500),
         /** Connections a run may hold open to its bridge at once. */

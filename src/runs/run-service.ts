@@ -114,7 +114,10 @@ export class RunService {
   private async prepareEntry(userId: string, profileName: ProfileName, runtime: RuntimeName, id: string, timeoutMs: number, idleMs: number): Promise<WarmEntry> {
     const generation = this.deps.bridge?.generation ?? 0;
     const mounts = await this.deps.dirs.ensure(userId);
-    const slot = await this.deps.bridge?.openSlot(userId);
+    // The bridge's TCP mode runs each user's sandboxes on a network of their own with no route out.
+    const b = this.config.bridge;
+    const network = this.deps.bridge && b.transport === "tcp" && b.tcpNetwork === "internal" ? await this.deps.backend.userNetwork(userId) : undefined;
+    const slot = await this.deps.bridge?.openSlot(userId, network);
     try {
       const prepared = await this.deps.backend.prepare({
         id,

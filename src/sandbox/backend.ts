@@ -75,6 +75,12 @@ export interface SandboxOutcome {
   durationMs: number;
 }
 
+/** A user's own network (the bridge's TCP mode): its name and the host's address on it. */
+export interface UserNetwork {
+  name: string;
+  gateway: string;
+}
+
 export interface EngineInfo {
   version: string;
   apiVersion: string;
@@ -114,6 +120,8 @@ export interface SandboxBackend {
   checkSeccomp(): void;
   /** The uid sandboxed code runs as (owner of what it writes into the user's directories). */
   sandboxUid(): number;
+  /** The user's own network with no route out (the bridge's TCP mode), created on first use. */
+  userNetwork(userId: string): Promise<UserNetwork>;
   /** Containers this server has alive right now (metrics). */
   activeContainers(): number;
   /** Removes containers left behind by servers that died; returns how many. */

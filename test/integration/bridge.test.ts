@@ -325,7 +325,7 @@ describe("under gVisor", () => {
 describe("TCP mode (for engines that cannot share a unix socket)", () => {
   it("reaches the callback over TCP with the run token, and refuses it without", async () => {
     // TCP mode is for Docker Desktop's runc; runsc is registered with --network=none and has no network to use.
-    const t = makeApp({ "bridge.transport": "tcp", "bridge.tcpBindHost": "0.0.0.0", "sandbox.ociRuntime": "runc" });
+    const t = makeApp({ "bridge.transport": "tcp", "bridge.tcpNetwork": "bridge", "bridge.tcpBindHost": "0.0.0.0", "sandbox.ociRuntime": "runc" });
     try {
       const r = await run(
         `import { echo } from "/servers/rows/index.ts";
@@ -346,6 +346,48 @@ describe("TCP mode (for engines that cannot share a unix socket)", () => {
       await t.app.close();
       removeDir(t.app.config.dataDir);
     }
+  });
+
+  it("by default gives each user an internal network: the bridge answers, the internet, the metadata address and the other user's sandbox do not", async () => {
+    const t = makeApp({ "bridge.transport": "tcp", "sandbox.ociRuntime": "runc" });
+    const probe = (extra = "") => `
+      import net from "node:net";
+      import { echo } from "/servers/rows/index.ts";
+      const reach = (host: string, port: number) => new Promise((resolve) => {
+        const s = net.connect({ host, port, timeout: 1500 });
+        s.on("connect", () => { s.destroy(); resolve("connected"); });
+        s.on("timeout", () => { s.destroy(); resolve("timeout"); });
+        s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code));
+      });
+      ${extra}
+      console.log(JSON.stringify({ echo: await echo({ message: "in" }), internet: await reach("1.1.1.1", 443), metadata: await reach("169.254.169.254", 80) }));`;
+    try {
+      // Bob's sandbox listens; Alice's tries to reach it.
+      const bob = run(probe(`net.createServer((c) => c.end("bob")).listen(7777); await new Promise((r) => setTimeout(r, 8000));`), { userId: "bob" }, t.app);
+      let bobAddr: string | undefined;
+      for (let i = 0; i < 50 && !bobAddr; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        const [c] = await docker.listContainers({ filters: { label: ["dev.codebox-mcp.user=bob", `dev.codebox-mcp.instance=${t.app.backend.instance.id}`] } });
+        bobAddr = Object.values(c?.NetworkSettings?.Networks ?? {})[0]?.IPAddress || undefined;
+      }
+      expect(bobAddr).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      const a = await run(probe(`console.log("bob:", await reach(${JSON.stringify(bobAddr)}, 7777));`), { userId: "alice" }, t.app);
+      expect(a.stderr).toBe("");
+      const lines = a.stdout.trim().split("\n");
+      expect(lines[0]).toMatch(/^bob: /);
+      expect(lines[0]).not.toBe("bob: connected");
+      const seen = JSON.parse(lines.at(-1)!) as Record<string, string>;
+      expect(seen.echo).toBe("echo: in");
+      expect(seen.internet).not.toBe("connected");
+      expect(seen.metadata).not.toBe("connected");
+      const b = await bob;
+      expect(JSON.parse(b.stdout.trim()).echo).toBe("echo: in");
+    } finally {
+      await t.app.close();
+      removeDir(t.app.config.dataDir);
+    }
+    // The server's networks go with it.
+    expect((await docker.listNetworks()).filter((n) => n.Labels?.["dev.codebox-mcp.instance"] === t.app.backend.instance.id)).toEqual([]);
   });
 });
 

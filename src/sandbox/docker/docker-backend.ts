@@ -6,7 +6,7 @@ import { CanceledError, RuntimeMissingError, SandboxError, errorMessage } from "
 import type { RuntimeName } from "../../shared/languages.js";
 import type { Logger } from "../../shared/logger.js";
 import { packagePath } from "../../shared/paths.js";
-import type { EngineInfo, PreparedSandbox, PrepareRequest, RunInput, SandboxBackend, SandboxOutcome } from "../backend.js";
+import type { EngineInfo, PreparedSandbox, PrepareRequest, RunInput, SandboxBackend, SandboxOutcome, UserNetwork } from "../backend.js";
 import { RUNTIME_SPECS } from "../runtimes.js";
 import { AttachedContainer } from "./attached-container.js";
 import { runAttached } from "./container-run.js";
@@ -14,6 +14,7 @@ import { createDockerClient, engineStatus, toEngineError, toSandboxError } from 
 import { containerSpec } from "./host-config.js";
 import { DockerImages } from "./images.js";
 import { LABEL, containerLabels, currentInstance, type ServerInstance } from "./labels.js";
+import { DockerNetworks } from "./networks.js";
 import { reapOrphans } from "./reaper.js";
 import { sandboxUid } from "./sandbox-uid.js";
 import { loadSeccompProfile } from "./seccomp.js";
@@ -34,6 +35,7 @@ export class DockerSandboxBackend implements SandboxBackend {
   private readonly sandbox: Config["sandbox"];
   private readonly logger: Logger;
   private readonly images: DockerImages;
+  private readonly networks: DockerNetworks;
   private seccompJson: string | undefined;
   private ociRuntimeChecked = false;
   /** Containers of ours that are alive, by id: the only handles run() and discard() accept. */
@@ -46,6 +48,15 @@ export class DockerSandboxBackend implements SandboxBackend {
     this.docker = options.docker ?? createDockerClient(options.config.docker);
     this.instance = options.instance ?? currentInstance();
     this.images = new DockerImages(this.docker, this.sandbox, this.logger);
+    this.networks = new DockerNetworks(this.docker, this.instance, this.logger);
+  }
+
+  async userNetwork(userId: string): Promise<UserNetwork> {
+    try {
+      return await this.networks.forUser(userId);
+    } catch (err) {
+      throw toSandboxError(err, "create");
+    }
   }
 
   activeContainers(): number {
@@ -198,7 +209,9 @@ export class DockerSandboxBackend implements SandboxBackend {
 
   async reapOrphans(): Promise<number> {
     try {
-      return await reapOrphans(this.docker, this.instance, this.logger);
+      const removed = await reapOrphans(this.docker, this.instance, this.logger);
+      await this.networks.reapOrphans().catch((err: unknown) => this.logger.warn("could not reap old bridge networks", { err }));
+      return removed;
     } catch (err) {
       throw toEngineError(err);
     }
@@ -211,6 +224,7 @@ export class DockerSandboxBackend implements SandboxBackend {
     try {
       const left = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL.instance}=${this.instance.id}`] } });
       await Promise.all(left.map((c) => this.remove(c.Id, this.logger)));
+      await this.networks.close();
     } catch {
       // engine gone: the next start's reaper handles it
     }
