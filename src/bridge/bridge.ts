@@ -60,7 +60,9 @@ export class Bridge {
     private readonly logger: Logger,
     private readonly onEvent?: (e: CallbackEvent) => void,
   ) {
-    this.pool = this.makePool(config.mcpServers);
+    // Security: a stateful upstream shared by every user is a channel between tenants; servers
+    // marked perUser get one instance per user (in userPool) instead of one for all.
+    this.pool = this.makePool(Object.fromEntries(Object.entries(config.mcpServers).filter(([, s]) => !s.perUser)));
     this.servers = new ServersDirectory(join(config.dataDir, "generated", "shared"), logger);
     this.pool.on("toolsChanged", () => {
       if (!this.started) return;
@@ -92,7 +94,8 @@ export class Bridge {
    * server with the same name as a shared one takes its place for that user.
    */
   private async userPool(userId: string) {
-    const specs = this.config.userMcpServers[userId];
+    const perUser = Object.fromEntries(Object.entries(this.config.mcpServers).filter(([, s]) => s.perUser));
+    const specs = { ...perUser, ...this.config.userMcpServers[userId] };
     if (!specs || Object.keys(specs).length === 0) return undefined;
     let u = this.userPools.get(userId);
     if (!u) {
@@ -118,6 +121,12 @@ export class Bridge {
     const own = this.userPools.get(userId)?.pool;
     if (own) for (const [name, list] of own.tools()) tools.set(name, list);
     return tools;
+  }
+
+  /** Every configured upstream that all users may call: the shared ones and the per-user ones. */
+  get upstreamNames(): string[] {
+    const perUser = Object.entries(this.config.mcpServers).filter(([, s]) => s.perUser && !s.disabled).map(([n]) => n);
+    return [...new Set([...this.pool.names, ...perUser])].sort();
   }
 
   /** Server names a user may call. */

@@ -42,12 +42,16 @@ export const StdioServerSchema = z.object({
   env: z.record(z.string(), z.string()).default({}),
   cwd: z.string().optional(),
   disabled: z.boolean().optional(),
+  /** One instance per user (for servers that keep state): users never share its state. */
+  perUser: z.boolean().optional(),
 });
 export const HttpServerSchema = z.object({
   type: z.enum(["http", "streamable-http", "streamableHttp"]).optional(),
   url: z.url(),
   headers: z.record(z.string(), z.string()).default({}),
   disabled: z.boolean().optional(),
+  /** One connection per user (the upstream then sees each user's calls on their own session). */
+  perUser: z.boolean().optional(),
 });
 export const UpstreamServerSchema = z.union([StdioServerSchema, HttpServerSchema]);
 export type UpstreamServerSpec = z.infer<typeof UpstreamServerSchema>;

@@ -38,7 +38,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     logger: deps.logger,
     userIdFor: deps.userIdFor,
     nodeVersion: process.versions.node,
-    upstreams: deps.bridge.pool.names,
+    upstreams: deps.bridge.upstreamNames,
     runtimes: deps.runtimes,
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
