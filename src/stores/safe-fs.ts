@@ -96,7 +96,19 @@ export async function readFileBeneath(root: string, rel: string, maxBytes: numbe
       // Security: a FIFO or device would block or read something that is not the user's file.
       if (!st.isFile()) throw new UnsafePathError(`${rel} is not a regular file.`);
       if (st.size > maxBytes) throw new UnsafePathError(`${rel} is ${st.size} bytes; the most that can be read at once is ${maxBytes}.`);
-      return await file.readFile();
+      // Security: a live run can grow the file after the stat: read in chunks and stop past
+      // maxBytes, never "to the end" of whatever the file has become.
+      const chunks: Buffer[] = [];
+      let got = 0;
+      for (;;) {
+        const chunk = Buffer.alloc(64 * 1024);
+        const { bytesRead } = await file.read(chunk, 0, chunk.length, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+        if (got > maxBytes) throw new UnsafePathError(`${rel} grew past ${maxBytes} bytes while it was read; the most that can be read at once is ${maxBytes}.`);
+        chunks.push(chunk.subarray(0, bytesRead));
+      }
+      return Buffer.concat(chunks, got);
     } finally {
       await file.close();
     }

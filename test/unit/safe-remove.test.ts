@@ -143,3 +143,36 @@ describe("the quota usage walk", () => {
     }
   });
 });
+
+describe("reading a file a live run keeps growing", () => {
+  it("stops past the read limit instead of reading whatever the file has become", async () => {
+    const { readFileBeneath } = await import("../../src/stores/safe-fs.js");
+    const root = join(base, "grow");
+    mkdirSync(root, { recursive: true });
+    writeFileSync(join(root, "f"), "small");
+    expect((await readFileBeneath(root, "f", 1024 * 1024)).toString()).toBe("small");
+    // A writer thread grows the file while the host reads it.
+    const worker = new Worker(
+      `const fs = require("node:fs"); const { workerData, parentPort } = require("node:worker_threads");
+       const fd = fs.openSync(workerData, "a"); const chunk = Buffer.alloc(256 * 1024, 120); let running = true;
+       parentPort.on("message", () => { running = false; });
+       const tick = () => { for (let i = 0; i < 8 && running; i++) fs.writeSync(fd, chunk); if (running) setImmediate(tick); else { fs.closeSync(fd); parentPort.postMessage("done"); } };
+       parentPort.postMessage("started"); tick();`,
+      { eval: true, workerData: join(root, "f") },
+    );
+    await new Promise((r) => worker.once("message", r));
+    let refused = 0;
+    for (let i = 0; i < 20; i++) {
+      const got = await readFileBeneath(root, "f", 4 * 1024 * 1024).then(
+        (b) => b.length,
+        () => -1,
+      );
+      if (got === -1) refused++;
+      else expect(got).toBeLessThanOrEqual(4 * 1024 * 1024);
+    }
+    worker.postMessage("stop");
+    await new Promise((r) => worker.once("message", r));
+    await worker.terminate();
+    expect(refused).toBeGreaterThan(0);
+  });
+});
