@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { CodeboxError, errorMessage, QuotaExceededError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { usageBeneath } from "./safe-fs.js";
+import { usageBeneath } from "./safe-tree.js";
 
 const execFileP = promisify(execFile);
 

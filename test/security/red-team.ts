@@ -618,7 +618,7 @@ const ATTACKS: Attack[] = [
       // Host-side operations on the user's directories: a new server start (creates/chowns dirs),
       // a run (ensure + quota + bridge), the soft-quota accounting walk, and doctor.
       const again = await alice.run(pick(ctx, { js: 'import fs from "node:fs"; console.log(fs.readlinkSync("/workspace/passwd"))', py: 'import os\nprint(os.readlink("/workspace/passwd"))' }));
-      const { usageBeneath } = await import("../../src/stores/safe-fs.js");
+      const { usageBeneath } = await import("../../src/stores/safe-tree.js");
       await usageBeneath(lab.workspaceOf(lab.users.alice));
       const s2 = await lab.session(lab.users.alice);
       await s2.run(say(ctx, "1"));

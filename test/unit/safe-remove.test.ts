@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { afterAll, describe, expect, it } from "vitest";
-import { removeEntry, removeTree, usageBeneath } from "../../src/stores/safe-fs.js";
+import { removeEntry } from "../../src/stores/safe-fs.js";
+import { removeTree, usageBeneath } from "../../src/stores/safe-tree.js";
 
 const base = mkdtempSync(join(tmpdir(), "codebox-remove-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
