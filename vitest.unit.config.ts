@@ -4,6 +4,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/unit/**/*.test.ts"],
+    globalSetup: ["test/unit-setup.ts"],
     pool: "threads",
     testTimeout: 30_000,
   },

@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -132,4 +132,26 @@ export async function closeAndCheck(app: App): Promise<void> {
   const left = await waitForNoContainers({ label: LABEL.instance, value: app.backend.instance.id }, 10_000, true);
   if (left.length) throw new Error(`containers left after close(): ${left.map((c) => c.Names.join(",")).join("; ")}`);
   removeDir(app.config.dataDir);
+}
+
+/**
+ * Starts the built CLI as the multi-user HTTP service (`serve --http --config`) and resolves with
+ * its process and base URL once it logs where it listens. Everything it writes to stderr is kept
+ * (`stderr()`), for failure messages.
+ */
+export async function startHttpServer(configFile: string, dataDir: string): Promise<{ server: ChildProcess; baseUrl: string; stderr: () => string }> {
+  let text = "";
+  const server = spawn(process.execPath, [cliPath, "serve", "--http", "--config", configFile], { env: serverProcessEnv({ CODEBOX_DATA_DIR: dataDir }), stdio: ["ignore", "ignore", "pipe"] });
+  const baseUrl = await new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`server did not start: ${text}`)), 30_000);
+    server.stderr!.on("data", (d: Buffer) => {
+      text += d.toString();
+      const m = /"url":"(http:\/\/[^"]+)\/mcp"/.exec(text);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]!);
+      }
+    });
+  });
+  return { server, baseUrl, stderr: () => text };
 }

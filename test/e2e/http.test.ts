@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createServer, request, type Server } from "node:http";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
@@ -8,7 +8,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LABEL } from "../../src/sandbox/docker/labels.js";
-import { cliPath, ourContainers, removeDir, rowsServerPath, serverProcessEnv, tempDir, waitForNoContainers } from "../helpers.js";
+import { ourContainers, removeDir, rowsServerPath, startHttpServer, tempDir, waitForNoContainers } from "../helpers.js";
 
 // The multi-user service: the built CLI with `serve --http`, real SDK clients over Streamable
 // HTTP, API keys for two users, OAuth JWTs from a local JWKS, and a real upstream for one user.
@@ -25,10 +25,8 @@ let jwksUrl: string;
 let privateKey: CryptoKey;
 let server: ChildProcess;
 let baseUrl: string;
-let stderr = "";
 
 async function startServer(): Promise<void> {
-  stderr = "";
   const configFile = join(dir, "config.json");
   writeFileSync(
     configFile,
@@ -39,18 +37,7 @@ async function startServer(): Promise<void> {
       sandbox: { profiles: { standard: { timeoutMs: 60_000 } } },
     }),
   );
-  server = spawn(process.execPath, [cliPath, "serve", "--http", "--config", configFile], { env: serverProcessEnv({ CODEBOX_DATA_DIR: join(dir, "data") }), stdio: ["ignore", "ignore", "pipe"] });
-  baseUrl = await new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000);
-    server.stderr!.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      const m = /"url":"(http:\/\/[^"]+)\/mcp"/.exec(stderr);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]!);
-      }
-    });
-  });
+  ({ server, baseUrl } = await startHttpServer(configFile, join(dir, "data")));
 }
 
 async function connect(bearer: string): Promise<Client> {

@@ -1,6 +1,6 @@
 // Two tenants on one multi-user HTTP server (the built CLI, `serve --http`, real SDK clients):
 // each tries to reach what is the other's — sessions, quota, upstream state — or to crowd them out.
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
@@ -8,7 +8,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliPath, rowsServerPath, serverProcessEnv, tempDir, waitForNoContainers } from "../helpers.js";
+import { rowsServerPath, startHttpServer, tempDir, waitForNoContainers } from "../helpers.js";
 
 const dir = tempDir("http-tenants");
 const ALICE = `alice-t${process.pid}`;
@@ -55,19 +55,7 @@ beforeAll(async () => {
       sandbox: { pool: { size: 0, maxTotal: 0, idleMs: 1000 } },
     }),
   );
-  server = spawn(process.execPath, [cliPath, "serve", "--http", "--config", configFile], { env: serverProcessEnv({ CODEBOX_DATA_DIR: join(dir, "data") }), stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  baseUrl = await new Promise<string>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000);
-    server.stderr!.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      const m = /"url":"(http:\/\/[^"]+)\/mcp"/.exec(stderr);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]!);
-      }
-    });
-  });
+  ({ server, baseUrl } = await startHttpServer(configFile, join(dir, "data")));
 });
 
 afterAll(async () => {

@@ -10,7 +10,7 @@ import { loadConfig } from "../../src/config/load.js";
 import { createLogger } from "../../src/shared/logger.js";
 import { type HttpServerHandle, serveHttp } from "../../src/transport/http.js";
 
-const dataDir = mkdtempSync(join(tmpdir(), "codebox-probes-"));
+const dataDir = mkdtempSync(join(process.env.CODEBOX_TEST_TMP ?? tmpdir(), "codebox-probes-"));
 const METRICS_TOKEN = "metrics-token-0123456789";
 const ALICE_KEY = "alice-probe-key-0123456789";
 let app: App;
@@ -45,8 +45,11 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await handle.shutdown("test over");
-  rmSync(dataDir, { recursive: true, force: true });
+  try {
+    await handle.shutdown("test over");
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 describe("probes on a listener that is not loopback-only", () => {
