@@ -29,6 +29,8 @@ export interface BridgeMount {
 /** The bridge end of one container: its mounts, and its run's token once bound. */
 export interface BridgeSlot {
   userId: string;
+  /** The /servers tree it mounts (compare with Bridge.serversVersion). */
+  serversVersion: string;
   mounts: BridgeMount[];
   network?: { mode: string; extraHosts: string[] };
   /** Issues the run's token; returns the variables the runner sets for the code. */
@@ -52,8 +54,6 @@ export class Bridge {
   readonly servers: ServersDirectory;
   private readonly userPools = new Map<string, { pool: UpstreamPool; servers: ServersDirectory; started: Promise<void> }>();
   private started: Promise<void> | undefined;
-  /** Bumped whenever a /servers tree is regenerated: warm containers of an older one are stale. */
-  generation = 0;
 
   constructor(
     private readonly config: Config,
@@ -66,7 +66,6 @@ export class Bridge {
     this.servers = new ServersDirectory(join(config.dataDir, "generated", "shared"), logger);
     this.pool.on("toolsChanged", () => {
       if (!this.started) return;
-      this.generation++;
       void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));
       for (const [userId, u] of this.userPools) void u.servers.update(this.toolsFor(userId)).catch(() => {});
     });
@@ -106,7 +105,6 @@ export class Bridge {
         await servers.update(this.toolsFor(userId));
       })();
       pool.on("toolsChanged", () => {
-        this.generation++;
         void started.then(() => servers.update(this.toolsFor(userId))).catch(() => {});
       });
       u = { pool, servers, started };
@@ -121,6 +119,14 @@ export class Bridge {
     const own = this.userPools.get(userId)?.pool;
     if (own) for (const [name, list] of own.tools()) tools.set(name, list);
     return tools;
+  }
+
+  /**
+   * The /servers tree a new container of this user would mount now. A warm container that mounts
+   * another one is stale: compared by path, it cannot be marked fresh before its tree is written.
+   */
+  serversVersion(userId: string): string {
+    return (this.userPools.get(userId)?.servers ?? this.servers).currentPath ?? "";
   }
 
   /** Every configured upstream that all users may call: the shared ones and the per-user ones. */
@@ -196,6 +202,7 @@ export class Bridge {
       const networkMode = tcpNetwork?.name ?? this.config.bridge.tcpNetwork;
       return {
         userId,
+        serversVersion: serversPath,
         mounts: tcp ? [serversMount] : [serversMount, { source: callback.dir!, target: SANDBOX_SOCKET_DIR, readOnly: true }],
         ...(tcp ? { network: { mode: networkMode, extraHosts: tcpHost === "host.docker.internal" ? ["host.docker.internal:host-gateway"] : [] } } : {}),
         bind: (run): Record<string, string> => {

@@ -26,6 +26,11 @@ export class ServersDirectory {
     return this.current?.entries ?? [];
   }
 
+  /** Path of the newest complete tree, if one was written. */
+  get currentPath(): string | undefined {
+    return this.current?.path;
+  }
+
   /** Servers left out of the newest tree, with the reason. */
   get disabled(): DisabledServer[] {
     return this.current?.disabled ?? [];

@@ -112,7 +112,6 @@ export class RunService {
 
   /** A started container for `userId` with their mounts and its own bridge socket, waiting for code. */
   private async prepareEntry(userId: string, profileName: ProfileName, runtime: RuntimeName, id: string, timeoutMs: number, idleMs: number): Promise<WarmEntry> {
-    const generation = this.deps.bridge?.generation ?? 0;
     const mounts = await this.deps.dirs.ensure(userId);
     // The bridge's TCP mode runs each user's sandboxes on a network of their own with no route out.
     const b = this.config.bridge;
@@ -130,7 +129,7 @@ export class RunService {
         extraMounts: [...(slot?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
         network: slot?.network,
       });
-      return { key: poolKey(userId, profileName, runtime), prepared, slot, generation, expiresAt: Date.now() + (idleMs || timeoutMs) };
+      return { key: poolKey(userId, profileName, runtime), prepared, slot, serversVersion: slot?.serversVersion ?? "", expiresAt: Date.now() + (idleMs || timeoutMs) };
     } catch (err) {
       await slot?.close();
       throw err;
@@ -154,7 +153,7 @@ export class RunService {
 
   /** A warm container of this user, profile and runtime if there is one; otherwise one started now. */
   private async sandboxFor(req: ExecuteRequest, profile: ProfileName, runtime: RuntimeName, runId: string, timeoutMs: number): Promise<{ prepared: PreparedSandbox; slot: BridgeSlot | undefined; warm: boolean }> {
-    const warm = this.pool.take(poolKey(req.userId, profile, runtime), this.deps.bridge?.generation ?? 0);
+    const warm = this.pool.take(poolKey(req.userId, profile, runtime), this.deps.bridge?.serversVersion(req.userId) ?? "");
     if (warm) return { prepared: warm.prepared, slot: warm.slot, warm: true };
     const entry = await this.prepareEntry(req.userId, profile, runtime, runId, timeoutMs, 0);
     return { prepared: entry.prepared, slot: entry.slot, warm: false };

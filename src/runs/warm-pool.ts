@@ -7,8 +7,8 @@ export interface WarmEntry {
   key: string;
   prepared: PreparedSandbox;
   slot?: BridgeSlot | undefined;
-  /** The generated /servers version it mounts; a newer one makes it stale. */
-  generation: number;
+  /** The generated /servers tree it mounts; another current one makes it stale. */
+  serversVersion: string;
   expiresAt: number;
 }
 
@@ -54,11 +54,11 @@ export class WarmPool {
   }
 
   /** A live, fresh warm container for `key`, or undefined (the caller starts one cold). */
-  take(key: string, generation: number): WarmEntry | undefined {
+  take(key: string, serversVersion: string): WarmEntry | undefined {
     const list = this.entries.get(key);
     while (list && list.length > 0) {
       const e = list.shift()!;
-      if (!e.prepared.dead && e.expiresAt > Date.now() && e.generation === generation) return e;
+      if (!e.prepared.dead && e.expiresAt > Date.now() && e.serversVersion === serversVersion) return e;
       void this.destroy(e);
     }
     return undefined;

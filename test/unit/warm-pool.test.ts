@@ -22,12 +22,12 @@ function fakeSlot() {
 }
 
 let ids = 0;
-function entry(key: string, over: { dead?: boolean; generation?: number; expiresAt?: number; slot?: BridgeSlot } = {}): WarmEntry {
+function entry(key: string, over: { dead?: boolean; serversVersion?: string; expiresAt?: number; slot?: BridgeSlot } = {}): WarmEntry {
   return {
     key,
     prepared: { id: `c${ids++}`, createdAt: Date.now(), dead: over.dead ?? false },
     slot: over.slot,
-    generation: over.generation ?? 0,
+    serversVersion: over.serversVersion ?? "v0",
     expiresAt: over.expiresAt ?? Date.now() + 60_000,
   };
 }
@@ -64,7 +64,7 @@ describe("WarmPool", () => {
     await settle();
     expect(pool.enabled).toBe(false);
     expect(create).not.toHaveBeenCalled();
-    expect(pool.take("k", 0)).toBeUndefined();
+    expect(pool.take("k", "v0")).toBeUndefined();
   });
 
   it("starts one container per refill and never holds more than `size` for a key", async () => {
@@ -99,27 +99,27 @@ describe("WarmPool", () => {
     expect(create).toHaveBeenCalledTimes(3);
   });
 
-  it("hands out a live, fresh container of the same key and generation, once", async () => {
+  it("hands out a live, fresh container of the same key and /servers version, once", async () => {
     const { pool, backend } = makePool();
-    const e = entry("alice|standard|node", { generation: 3 });
+    const e = entry("alice|standard|node", { serversVersion: "v3" });
     pool.refill(e.key, async () => e);
     await settle();
-    expect(pool.take("bob|standard|node", 3)).toBeUndefined();
-    expect(pool.take(e.key, 3)).toBe(e);
-    expect(pool.take(e.key, 3)).toBeUndefined();
+    expect(pool.take("bob|standard|node", "v3")).toBeUndefined();
+    expect(pool.take(e.key, "v3")).toBe(e);
+    expect(pool.take(e.key, "v3")).toBeUndefined();
     await settle();
     expect(backend.discard).not.toHaveBeenCalled();
   });
 
-  it("discards dead, expired and stale-generation containers, returning the first good one", async () => {
+  it("discards dead, expired and stale-/servers containers, returning the first good one", async () => {
     const { pool, discarded } = makePool({ size: 4 });
-    const dead = entry("k", { dead: true, generation: 2 });
-    const expired = entry("k", { expiresAt: Date.now() - 1, generation: 2 });
-    const stale = entry("k", { generation: 1 });
-    const good = entry("k", { generation: 2 });
+    const dead = entry("k", { dead: true, serversVersion: "v2" });
+    const expired = entry("k", { expiresAt: Date.now() - 1, serversVersion: "v2" });
+    const stale = entry("k", { serversVersion: "v1" });
+    const good = entry("k", { serversVersion: "v2" });
     for (const e of [dead, expired, stale, good]) pool.refill("k", async () => e);
     await settle();
-    expect(pool.take("k", 2)).toBe(good);
+    expect(pool.take("k", "v2")).toBe(good);
     await settle();
     expect(discarded.sort()).toEqual([dead.prepared.id, expired.prepared.id, stale.prepared.id].sort());
     expect(pool.total).toBe(0);
@@ -130,7 +130,7 @@ describe("WarmPool", () => {
     const slot = fakeSlot();
     pool.refill("k", async () => entry("k", { dead: true, slot }));
     await settle();
-    expect(pool.take("k", 0)).toBeUndefined();
+    expect(pool.take("k", "v0")).toBeUndefined();
     await settle();
     expect(slot.close).toHaveBeenCalledTimes(1);
   });
@@ -148,7 +148,7 @@ describe("WarmPool", () => {
     const good = entry("k");
     pool.refill("k", async () => good);
     await settle();
-    expect(pool.take("k", 0)).toBe(good);
+    expect(pool.take("k", "v0")).toBe(good);
   });
 
   it("on close discards every container, and those whose create finishes afterwards", async () => {
@@ -166,7 +166,7 @@ describe("WarmPool", () => {
     expect(ready.slot!.close).toHaveBeenCalled();
     expect(lateEntry.slot!.close).toHaveBeenCalled();
     expect(pool.total).toBe(0);
-    expect(pool.take("a", 0)).toBeUndefined();
+    expect(pool.take("a", "v0")).toBeUndefined();
   });
 
   it("starts nothing once closed", async () => {
@@ -190,6 +190,6 @@ describe("WarmPool", () => {
     await vi.advanceTimersByTimeAsync(1_000); // one sweep interval: max(1s, idleMs / 4)
     expect(discarded.sort()).toEqual([soon.prepared.id, "died"].sort());
     expect(pool.total).toBe(1);
-    expect(pool.take("k", 0)).toBe(keeps);
+    expect(pool.take("k", "v0")).toBe(keeps);
   });
 });
