@@ -38,7 +38,7 @@ export interface App {
 }
 
 /** The composition root: every part is built here from config, nowhere else. */
-export function createApp(config: Config, logger: Logger): App {
+export function createApp(config: Config, logger: Logger, options: { multiUser?: boolean } = {}): App {
   const backend = new DockerSandboxBackend({ config, logger });
   const volumes = new UserVolumes({ dataDir: config.dataDir, mode: config.storage.quota, quotaMiB: config.storage.quotaMiB, quotaInodes: config.storage.quotaInodes, logger });
   const dirs = new UserDirectories(config.dataDir, backend.sandboxUid(), config.storage.quota === "off" ? undefined : volumes);
@@ -53,7 +53,7 @@ export function createApp(config: Config, logger: Logger): App {
     audit.write(e);
     if (e.kind === "call") metrics.bridgeCall(e.ok);
     else metrics.bridgeRefusal(e.reason);
-  });
+  }, { multiUser: options.multiUser ?? false });
   const skills = new SkillStore();
   const files = new UserFiles(dirs, skills, {
     maxReadBytes: config.storage.maxReadBytes,

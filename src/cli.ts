@@ -114,7 +114,8 @@ async function main(argv: string[]): Promise<number> {
     case "serve": {
       if (rest.length > 0) throw new UsageError(`serve takes no arguments, got "${rest.join(" ")}"`);
       const { createApp } = await loadApp();
-      const app = createApp(config, logger);
+      // Over HTTP many users share this server: upstreams default to one instance per user.
+      const app = createApp(config, logger, { multiUser: values.http === true });
       if (!values.http) {
         const { serveStdio } = await import("./transport/stdio.js");
         await serveStdio(app);

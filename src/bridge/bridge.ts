@@ -26,6 +26,16 @@ export interface BridgeMount {
   readOnly: boolean;
 }
 
+/** One user's own upstream instances (servers per user) and their generated /servers tree. */
+interface UserUpstreams {
+  pool: UpstreamPool;
+  servers: ServersDirectory;
+  started: Promise<void>;
+  /** Open bridge slots (warm or running containers) that may call these instances. */
+  slots: number;
+  idleSince: number;
+}
+
 /** The bridge end of one container: its mounts, and its run's token once bound. */
 export interface BridgeSlot {
   userId: string;
@@ -52,17 +62,26 @@ export class Bridge {
   readonly tokens = new RunTokens();
   /** The shared /servers tree (users without servers of their own). */
   readonly servers: ServersDirectory;
-  private readonly userPools = new Map<string, { pool: UpstreamPool; servers: ServersDirectory; started: Promise<void> }>();
+  private readonly userPools = new Map<string, UserUpstreams>();
+  private readonly sweeper: NodeJS.Timeout;
+  /** Servers without a "perUser" of their own: per user when many users share this server (HTTP). */
+  private readonly perUserByDefault: boolean;
   private started: Promise<void> | undefined;
 
   constructor(
     private readonly config: Config,
     private readonly logger: Logger,
     private readonly onEvent?: (e: CallbackEvent) => void,
+    options: { multiUser?: boolean } = {},
   ) {
-    // Security: a stateful upstream shared by every user is a channel between tenants; servers
-    // marked perUser get one instance per user (in userPool) instead of one for all.
-    this.pool = this.makePool(Object.fromEntries(Object.entries(config.mcpServers).filter(([, s]) => !s.perUser)));
+    // Security: a stateful upstream shared by every user is a channel between tenants. Whether a
+    // server keeps state cannot be known from its config, so a multi-user server (HTTP) gives each
+    // user an instance of their own unless the operator marks it "perUser": false.
+    this.perUserByDefault = options.multiUser ?? false;
+    this.pool = this.makePool(Object.fromEntries(Object.entries(config.mcpServers).filter(([, s]) => !this.isPerUser(s))));
+    // A user's own instances are closed once idle (no open slot) for bridge.userUpstreamIdleMs.
+    this.sweeper = setInterval(() => void this.closeIdleUserPools(), Math.min(60_000, Math.max(1_000, config.bridge.userUpstreamIdleMs / 4)));
+    this.sweeper.unref();
     this.servers = new ServersDirectory(join(config.dataDir, "generated", "shared"), logger);
     this.pool.on("toolsChanged", () => {
       if (!this.started) return;
@@ -92,8 +111,13 @@ export class Bridge {
    * A user's own upstreams (config userMcpServers.<user>), connected on first use. A user's
    * server with the same name as a shared one takes its place for that user.
    */
-  private async userPool(userId: string) {
-    const perUser = Object.fromEntries(Object.entries(this.config.mcpServers).filter(([, s]) => s.perUser));
+  private isPerUser(spec: { perUser?: boolean | undefined }): boolean {
+    return spec.perUser ?? this.perUserByDefault;
+  }
+
+  /** `hold`: count an open slot until its release (a held pool is never closed as idle). */
+  private async userPool(userId: string, hold = false): Promise<UserUpstreams | undefined> {
+    const perUser = Object.fromEntries(Object.entries(this.config.mcpServers).filter(([, s]) => this.isPerUser(s)));
     const specs = { ...perUser, ...this.config.userMcpServers[userId] };
     if (!specs || Object.keys(specs).length === 0) return undefined;
     let u = this.userPools.get(userId);
@@ -107,11 +131,33 @@ export class Bridge {
       pool.on("toolsChanged", () => {
         void started.then(() => servers.update(this.toolsFor(userId))).catch(() => {});
       });
-      u = { pool, servers, started };
+      u = { pool, servers, started, slots: 0, idleSince: Date.now() };
       this.userPools.set(userId, u);
     }
-    await u.started;
+    if (hold) u.slots++;
+    u.idleSince = Date.now();
+    try {
+      await u.started;
+    } catch (err) {
+      if (hold) this.release(u);
+      throw err;
+    }
     return u;
+  }
+
+  private release(u: UserUpstreams): void {
+    u.slots--;
+    u.idleSince = Date.now();
+  }
+
+  private async closeIdleUserPools(): Promise<void> {
+    const now = Date.now();
+    for (const [userId, u] of this.userPools) {
+      if (u.slots > 0 || now - u.idleSince < this.config.bridge.userUpstreamIdleMs) continue;
+      this.userPools.delete(userId);
+      this.logger.info("closing a user's idle upstream servers", { user: userId });
+      await u.pool.close().catch((err: unknown) => this.logger.warn("closing a user's upstream servers failed", { err }));
+    }
   }
 
   private toolsFor(userId: string): Map<string, Tool[]> {
@@ -131,7 +177,7 @@ export class Bridge {
 
   /** Every configured upstream that all users may call: the shared ones and the per-user ones. */
   get upstreamNames(): string[] {
-    const perUser = Object.entries(this.config.mcpServers).filter(([, s]) => s.perUser && !s.disabled).map(([n]) => n);
+    const perUser = Object.entries(this.config.mcpServers).filter(([, s]) => this.isPerUser(s) && !s.disabled).map(([n]) => n);
     return [...new Set([...this.pool.names, ...perUser])].sort();
   }
 
@@ -174,7 +220,12 @@ export class Bridge {
    */
   async openSlot(userId: string, tcpNetwork?: { name: string; gateway: string }): Promise<BridgeSlot> {
     await this.start();
-    const own = await this.userPool(userId);
+    const own = await this.userPool(userId, true);
+    let released = false;
+    const releaseOwn = () => {
+      if (own && !released) this.release(own);
+      released = true;
+    };
     const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
     let runId: string | undefined;
     const ended = new AbortController();
@@ -190,9 +241,16 @@ export class Bridge {
     const tcp = this.config.bridge.transport === "tcp";
     // TCP mode on a user's internal network: listen on, and point the sandbox at, the host's address there.
     const bindHost = tcpNetwork?.gateway ?? this.config.bridge.tcpBindHost;
-    const callback = tcp ? await RunCallbackServer.startTcp(slotId, bindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
+    let callback: RunCallbackServer;
+    try {
+      callback = tcp ? await RunCallbackServer.startTcp(slotId, bindHost, deps) : await RunCallbackServer.startUnix(slotId, this.runDir(), deps);
+    } catch (err) {
+      releaseOwn();
+      throw err;
+    }
     const close = async () => {
       if (runId) this.tokens.revoke(runId);
+      releaseOwn();
       await callback.close();
     };
     try {
@@ -237,6 +295,7 @@ export class Bridge {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.sweeper);
     await this.pool.close();
     await Promise.all([...this.userPools.values()].map((u) => u.pool.close()));
     if (this.shortRunRoot) rmSync(this.shortRunRoot, { recursive: true, force: true });

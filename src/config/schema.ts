@@ -42,7 +42,7 @@ export const StdioServerSchema = z.object({
   env: z.record(z.string(), z.string()).default({}),
   cwd: z.string().optional(),
   disabled: z.boolean().optional(),
-  /** One instance per user (for servers that keep state): users never share its state. */
+  /** One instance per user, so users never share its state. Default: true when serving HTTP (many users), false over stdio. */
   perUser: z.boolean().optional(),
 });
 export const HttpServerSchema = z.object({
@@ -50,7 +50,7 @@ export const HttpServerSchema = z.object({
   url: z.url(),
   headers: z.record(z.string(), z.string()).default({}),
   disabled: z.boolean().optional(),
-  /** One connection per user (the upstream then sees each user's calls on their own session). */
+  /** One connection per user (the upstream sees each user on their own session). Default: true when serving HTTP, false over stdio. */
   perUser: z.boolean().optional(),
 });
 export const UpstreamServerSchema = z.union([StdioServerSchema, HttpServerSchema]);
@@ -229,6 +229,8 @@ export const ConfigSchema = z
         maxRequestBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
         callTimeoutMs: z.number().int().min(100).max(3_600_000).default(60_000),
         connectTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+        /** A user's own upstream instances (per-user servers) are closed after this long without an open run or warm container. */
+        userUpstreamIdleMs: z.number().int().min(1_000).max(86_400_000).default(15 * 60 * 1000),
       })
       .strict()
       .prefault({}),

@@ -14,9 +14,25 @@ const rowsServer = new URL("../fixtures/rows-server.mjs", import.meta.url).pathn
 const dataDir = mkdtempSync("/tmp/cb-pu-");
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-function makeBridge(perUser: boolean): Bridge {
-  const config = loadConfig({ env: {}, flags: { dataDir, mcpServers: { rows: { command: process.execPath, args: [rowsServer], perUser } } } });
-  return new Bridge(config, createLogger({ level: "silent" }));
+function makeBridge(perUser: boolean | undefined, options: { multiUser?: boolean; idleMs?: number } = {}): Bridge {
+  const rows = { command: process.execPath, args: [rowsServer], ...(perUser === undefined ? {} : { perUser }) };
+  const config = loadConfig({ env: {}, flags: { dataDir, mcpServers: { rows }, ...(options.idleMs ? { "bridge.userUpstreamIdleMs": options.idleMs } : {}) } });
+  return new Bridge(config, createLogger({ level: "silent" }), undefined, { multiUser: options.multiUser ?? false });
+}
+
+function alive(pid: string): boolean {
+  try {
+    process.kill(Number(pid), 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  return cond();
 }
 
 /** The upstream's process id as one user's run sees it, through that run's own callback socket. */
@@ -59,6 +75,67 @@ describe("upstream servers marked perUser", () => {
     try {
       expect(await upstreamPid(bridge, "alice")).toBe(await upstreamPid(bridge, "bob"));
     } finally {
+      await bridge.close();
+    }
+  });
+});
+
+describe("the default on a multi-user server (HTTP)", () => {
+  it("is one instance per user when the server says nothing", { timeout: 60_000 }, async () => {
+    const bridge = makeBridge(undefined, { multiUser: true });
+    try {
+      expect(await upstreamPid(bridge, "alice")).not.toBe(await upstreamPid(bridge, "bob"));
+    } finally {
+      await bridge.close();
+    }
+  });
+
+  it("is shared when the operator marks the server \"perUser\": false", { timeout: 60_000 }, async () => {
+    const bridge = makeBridge(false, { multiUser: true });
+    try {
+      expect(await upstreamPid(bridge, "alice")).toBe(await upstreamPid(bridge, "bob"));
+    } finally {
+      await bridge.close();
+    }
+  });
+
+  it("stays shared over stdio (one user) when the server says nothing", { timeout: 60_000 }, async () => {
+    const bridge = makeBridge(undefined);
+    try {
+      expect(await upstreamPid(bridge, "alice")).toBe(await upstreamPid(bridge, "bob"));
+    } finally {
+      await bridge.close();
+    }
+  });
+});
+
+describe("a user's own instances", () => {
+  it("are closed once idle, and started again on the user's next run", { timeout: 60_000 }, async () => {
+    const bridge = makeBridge(true, { idleMs: 1_000 });
+    try {
+      const first = await upstreamPid(bridge, "alice");
+      expect(alive(first)).toBe(true);
+      expect(await waitFor(() => !alive(first), 10_000)).toBe(true);
+      const second = await upstreamPid(bridge, "alice");
+      expect(second).not.toBe(first);
+      expect(alive(second)).toBe(true);
+    } finally {
+      await bridge.close();
+    }
+  });
+
+  it("are never closed while a slot of that user is open (a warm or running container)", { timeout: 60_000 }, async () => {
+    const bridge = makeBridge(true, { idleMs: 1_000 });
+    const held = await bridge.openSlot("alice");
+    try {
+      const pid = await upstreamPid(bridge, "alice");
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect(alive(pid)).toBe(true);
+      expect(await upstreamPid(bridge, "alice")).toBe(pid);
+      await held.close();
+      expect(await waitFor(() => !alive(pid), 10_000)).toBe(true);
+    } finally {
+      await held.close();
       await bridge.close();
     }
   });
