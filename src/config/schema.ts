@@ -108,7 +108,11 @@ export const ConfigSchema = z
         pool: z
           .object({
             size: z.number().int().min(0).max(64).default(1),
+            /** The pool grows to this many per user and profile while calls come faster than it refills. */
+            maxSize: z.number().int().min(0).max(64).default(4),
             maxTotal: z.number().int().min(0).max(1024).default(8),
+            /** Containers started at once; 0: the host's CPU count (at least 2). */
+            maxStarting: z.number().int().min(0).max(256).default(0),
             idleMs: z.number().int().min(1_000).max(24 * 3_600_000).default(120_000),
           })
           .strict()

@@ -1,6 +1,7 @@
 // The run lifecycle, the one place that knows the sandbox, the bridge and the stores together:
 // admit → prepare (or take a warm container) → hand over → collect → release.
 import { createHash, randomUUID } from "node:crypto";
+import { availableParallelism } from "node:os";
 import type { Bridge, BridgeSlot } from "../bridge/bridge.js";
 import type { Config, ProfileName } from "../config/schema.js";
 import type { PreparedSandbox, SandboxBackend, SandboxOutcome } from "../sandbox/backend.js";
@@ -71,7 +72,8 @@ export class RunService {
     this.audit = deps.audit ?? noAudit;
     const l = deps.config.limits;
     this.admission = new RunLimiter({ maxConcurrent: l.maxConcurrentRuns, maxPerUser: l.maxRunsPerUser, maxQueued: l.maxQueuedRuns });
-    this.pool = new WarmPool(deps.config.sandbox.pool, deps.backend, deps.logger);
+    const p = deps.config.sandbox.pool;
+    this.pool = new WarmPool({ ...p, maxStarting: p.maxStarting || Math.max(2, availableParallelism()) }, deps.backend, deps.logger);
     this.output = new FullOutput(deps.config.dataDir, deps.config.storage.spillMaxBytes, deps.files, deps.logger);
   }
 
@@ -151,11 +153,16 @@ export class RunService {
     return { limits, runtime, bytes, timeoutMs: req.timeoutMs ?? limits.timeoutMs };
   }
 
-  /** A warm container of this user, profile and runtime if there is one; otherwise one started now. */
+  /**
+   * A warm container of this user, profile and runtime if one is ready or being started; otherwise
+   * one started now. Either way the pool starts the next one at once, not when this run ends.
+   */
   private async sandboxFor(req: ExecuteRequest, profile: ProfileName, runtime: RuntimeName, runId: string, timeoutMs: number): Promise<{ prepared: PreparedSandbox; slot: BridgeSlot | undefined; warm: boolean }> {
-    const warm = this.pool.take(poolKey(req.userId, profile, runtime), this.deps.bridge?.serversVersion(req.userId) ?? "");
+    const key = poolKey(req.userId, profile, runtime);
+    const warm = await this.pool.acquire(key, () => this.deps.bridge?.serversVersion(req.userId) ?? "");
+    if (this.accepting) this.refill(req.userId, profile, runtime);
     if (warm) return { prepared: warm.prepared, slot: warm.slot, warm: true };
-    const entry = await this.prepareEntry(req.userId, profile, runtime, runId, timeoutMs, 0);
+    const entry = await this.pool.gate.enqueue(() => this.prepareEntry(req.userId, profile, runtime, runId, timeoutMs, 0), "now").promise;
     return { prepared: entry.prepared, slot: entry.slot, warm: false };
   }
 

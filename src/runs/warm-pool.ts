@@ -1,6 +1,7 @@
 import type { BridgeSlot } from "../bridge/bridge.js";
 import type { Logger } from "../shared/logger.js";
 import type { PreparedSandbox, SandboxBackend } from "../sandbox/backend.js";
+import { StartGate } from "./start-gate.js";
 
 /** A container started ahead of time for one user and profile, with its bridge socket. */
 export interface WarmEntry {
@@ -13,12 +14,29 @@ export interface WarmEntry {
 }
 
 export interface WarmPoolOptions {
-  /** Warm containers kept per user and profile (0: no pool, every run starts cold). */
+  /** Warm containers kept per user and profile when calls come one at a time (0: no pool, every run starts cold). */
   size: number;
-  /** Warm containers across all users. */
+  /** What the pool grows to per user and profile while calls come faster than it refills (bursts, back-to-back calls). */
+  maxSize: number;
+  /** Warm containers across all users, those being started included. */
   maxTotal: number;
   /** An unused warm container is destroyed after this long. */
   idleMs: number;
+  /** Containers being started at once (warm ones and cold runs' together); more wait their turn. */
+  maxStarting: number;
+}
+
+/** A container being started for the pool; a run that found no ready one may claim it. */
+interface Starting {
+  key: string;
+  claim?: ((entry: WarmEntry | undefined) => void) | undefined;
+  promote: () => void;
+}
+
+/** How much one key has been asked for lately: the pool's size for it follows. */
+interface Demand {
+  target: number;
+  lastMissAt: number;
 }
 
 /**
@@ -26,12 +44,20 @@ export interface WarmPoolOptions {
  * fixed at creation: a warm container is made with one user's directories and only ever handed
  * to that user's next run (docs/ARCHITECTURE.md). Each is used once, then destroyed; the pool
  * refills in the background. Nothing crosses runs: no container, process or /tmp is reused.
+ *
+ * Sizing (docs/PERFORMANCE.md): a key starts at `size`; each call that finds no ready container
+ * (a burst, back-to-back calls) grows it by one up to `maxSize`, and it shrinks back one step per
+ * sweep once no call has missed for a while. A call that misses takes over the container already
+ * being started for its key, moved to the front of the start queue, instead of starting another.
  */
 export class WarmPool {
   private readonly entries = new Map<string, WarmEntry[]>();
-  private readonly creating = new Map<string, number>();
+  private readonly starting = new Set<Starting>();
+  private readonly demand = new Map<string, Demand>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly shrinkAfterMs: number;
+  readonly gate: StartGate;
   private closed = false;
 
   constructor(
@@ -39,6 +65,8 @@ export class WarmPool {
     private readonly backend: SandboxBackend,
     private readonly logger: Logger,
   ) {
+    this.gate = new StartGate(options.maxStarting);
+    this.shrinkAfterMs = Math.min(options.idleMs, 30_000);
     this.sweeper = setInterval(() => void this.sweep(), Math.min(10_000, Math.max(1_000, options.idleMs / 4)));
     this.sweeper.unref();
   }
@@ -53,37 +81,90 @@ export class WarmPool {
     return n;
   }
 
-  /** A live, fresh warm container for `key`, or undefined (the caller starts one cold). */
+  /** The number of warm containers the pool aims to hold for `key` now. */
+  target(key: string): number {
+    return this.demand.get(key)?.target ?? this.options.size;
+  }
+
+  /** A live, fresh warm container for `key` that is ready now, or undefined. */
   take(key: string, serversVersion: string): WarmEntry | undefined {
     const list = this.entries.get(key);
     while (list && list.length > 0) {
       const e = list.shift()!;
-      if (!e.prepared.dead && e.expiresAt > Date.now() && e.serversVersion === serversVersion) return e;
+      if (this.usable(e, serversVersion)) return e;
       void this.destroy(e);
     }
     return undefined;
   }
 
-  /** Starts warm containers for `key` in the background until the pool holds `size` of them. */
+  /**
+   * A container for `key`: a ready one, else the one being started for it the longest (moved to
+   * the front of the queue), else undefined (the caller starts one cold). A call that finds none
+   * ready grows the key's pool.
+   */
+  async acquire(key: string, serversVersion: () => string): Promise<WarmEntry | undefined> {
+    if (!this.enabled) return undefined;
+    const ready = this.take(key, serversVersion());
+    if (ready) return ready;
+    this.missed(key);
+    const job = [...this.starting].find((s) => s.key === key && !s.claim);
+    if (!job) return undefined;
+    const entry = await new Promise<WarmEntry | undefined>((resolve) => {
+      job.claim = resolve;
+      job.promote();
+    });
+    if (!entry) return undefined;
+    if (this.usable(entry, serversVersion())) return entry;
+    void this.destroy(entry);
+    return undefined;
+  }
+
+  /** Starts warm containers for `key` in the background until the pool holds its target for it. */
   refill(key: string, create: () => Promise<WarmEntry>): void {
     if (!this.enabled || this.closed) return;
-    const have = (this.entries.get(key)?.length ?? 0) + (this.creating.get(key) ?? 0);
-    const inFlight = [...this.creating.values()].reduce((a, b) => a + b, 0);
-    if (have >= this.options.size || this.total + inFlight >= this.options.maxTotal) return;
-    this.creating.set(key, (this.creating.get(key) ?? 0) + 1);
-    const p: Promise<unknown> = create()
-      .then((entry) => {
-        if (this.closed) return this.destroy(entry);
-        const list = this.entries.get(key) ?? [];
-        list.push(entry);
-        this.entries.set(key, list);
-      })
-      .catch((err: unknown) => this.logger.debug("could not start a warm sandbox", { key, err }))
+    let have = (this.entries.get(key)?.length ?? 0) + [...this.starting].filter((s) => s.key === key && !s.claim).length;
+    let all = this.total + this.starting.size;
+    for (; have < this.target(key) && all < this.options.maxTotal; have++, all++) this.startOne(key, create);
+  }
+
+  private startOne(key: string, create: () => Promise<WarmEntry>): void {
+    const job: Starting = { key, promote: () => {} };
+    const ticket = this.gate.enqueue(create, "background");
+    job.promote = ticket.promote;
+    this.starting.add(job);
+    const p: Promise<unknown> = ticket.promise
+      .then(
+        (entry) => {
+          if (this.closed) {
+            job.claim?.(undefined);
+            return this.destroy(entry);
+          }
+          if (job.claim) return job.claim(entry);
+          const list = this.entries.get(key) ?? [];
+          list.push(entry);
+          this.entries.set(key, list);
+        },
+        (err: unknown) => {
+          this.logger.debug("could not start a warm sandbox", { key, err });
+          job.claim?.(undefined);
+        },
+      )
       .finally(() => {
-        this.creating.set(key, (this.creating.get(key) ?? 1) - 1);
+        this.starting.delete(job);
         this.inFlight.delete(p);
       });
     this.inFlight.add(p);
+  }
+
+  private usable(e: WarmEntry, serversVersion: string): boolean {
+    return !e.prepared.dead && e.expiresAt > Date.now() && e.serversVersion === serversVersion;
+  }
+
+  private missed(key: string): void {
+    const d = this.demand.get(key) ?? { target: this.options.size, lastMissAt: 0 };
+    d.target = Math.min(Math.max(this.options.maxSize, this.options.size), d.target + 1);
+    d.lastMissAt = Date.now();
+    this.demand.set(key, d);
   }
 
   private async destroy(e: WarmEntry): Promise<void> {
@@ -92,10 +173,18 @@ export class WarmPool {
 
   private async sweep(): Promise<void> {
     const now = Date.now();
+    for (const [key, d] of this.demand) {
+      if (now - d.lastMissAt < this.shrinkAfterMs) continue;
+      d.target--;
+      if (d.target <= this.options.size) this.demand.delete(key);
+    }
     for (const [key, list] of this.entries) {
-      const keep = list.filter((e) => !e.prepared.dead && e.expiresAt > now);
+      const live = list.filter((e) => !e.prepared.dead && e.expiresAt > now);
+      // Shrinking: the oldest extras go first (the newest have the longest to live).
+      const keep = live.slice(Math.max(0, live.length - this.target(key)));
       const drop = list.filter((e) => !keep.includes(e));
-      this.entries.set(key, keep);
+      if (keep.length > 0) this.entries.set(key, keep);
+      else this.entries.delete(key);
       await Promise.all(drop.map((e) => this.destroy(e)));
     }
   }

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { BridgeSlot } from "../../src/bridge/bridge.js";
+import { StartGate } from "../../src/runs/start-gate.js";
 import { type WarmEntry, type WarmPoolOptions, WarmPool } from "../../src/runs/warm-pool.js";
 import type { PreparedSandbox, } from "../../src/sandbox/backend.js";
 import { createLogger } from "../../src/shared/logger.js";
@@ -32,6 +33,15 @@ function entry(key: string, over: { dead?: boolean; serversVersion?: string; exp
   };
 }
 
+/** A create() that hands out these entries in order, one per call. */
+function from(...list: WarmEntry[]) {
+  return vi.fn(async () => {
+    const e = list.shift();
+    if (!e) throw new Error("no more entries in this test");
+    return e;
+  });
+}
+
 function deferred<T>() {
   let resolve!: (v: T) => void;
   let reject!: (e: unknown) => void;
@@ -46,7 +56,7 @@ const pools: WarmPool[] = [];
 function makePool(options: Partial<WarmPoolOptions> = {}, logLines?: string[]) {
   const { backend, discarded } = fakeBackend();
   const logger = createLogger({ level: logLines ? "debug" : "silent", write: (l) => logLines?.push(l) });
-  const pool = new WarmPool({ size: 2, maxTotal: 8, idleMs: 60_000, ...options }, backend, logger);
+  const pool = new WarmPool({ size: 2, maxSize: options.size ?? 2, maxTotal: 8, idleMs: 60_000, maxStarting: 8, ...options }, backend, logger);
   pools.push(pool);
   return { pool, backend, discarded };
 }
@@ -89,6 +99,7 @@ describe("WarmPool", () => {
     pool.refill("b", create);
     pool.refill("b", create); // would be the fourth: over maxTotal
     pool.refill("c", create);
+    await settle();
     expect(create).toHaveBeenCalledTimes(3);
     pending[0]!.resolve(entry("a"));
     pending[1]!.resolve(entry("a"));
@@ -96,13 +107,14 @@ describe("WarmPool", () => {
     await settle();
     expect(pool.total).toBe(3);
     pool.refill("b", create);
+    await settle();
     expect(create).toHaveBeenCalledTimes(3);
   });
 
   it("hands out a live, fresh container of the same key and /servers version, once", async () => {
-    const { pool, backend } = makePool();
+    const { pool, backend } = makePool({ size: 1 });
     const e = entry("alice|standard|node", { serversVersion: "v3" });
-    pool.refill(e.key, async () => e);
+    pool.refill(e.key, from(e));
     await settle();
     expect(pool.take("bob|standard|node", "v3")).toBeUndefined();
     expect(pool.take(e.key, "v3")).toBe(e);
@@ -117,7 +129,7 @@ describe("WarmPool", () => {
     const expired = entry("k", { expiresAt: Date.now() - 1, serversVersion: "v2" });
     const stale = entry("k", { serversVersion: "v1" });
     const good = entry("k", { serversVersion: "v2" });
-    for (const e of [dead, expired, stale, good]) pool.refill("k", async () => e);
+    pool.refill("k", from(dead, expired, stale, good));
     await settle();
     expect(pool.take("k", "v2")).toBe(good);
     await settle();
@@ -126,9 +138,9 @@ describe("WarmPool", () => {
   });
 
   it("closes the bridge slot of every container it discards", async () => {
-    const { pool } = makePool();
+    const { pool } = makePool({ size: 1 });
     const slot = fakeSlot();
-    pool.refill("k", async () => entry("k", { dead: true, slot }));
+    pool.refill("k", from(entry("k", { dead: true, slot })));
     await settle();
     expect(pool.take("k", "v0")).toBeUndefined();
     await settle();
@@ -152,11 +164,11 @@ describe("WarmPool", () => {
   });
 
   it("on close discards every container, and those whose create finishes afterwards", async () => {
-    const { pool, discarded } = makePool({ size: 2 });
+    const { pool, discarded } = makePool({ size: 1 });
     const ready = entry("a", { slot: fakeSlot() });
     const late = deferred<WarmEntry>();
     const lateEntry = entry("b", { slot: fakeSlot() });
-    pool.refill("a", async () => ready);
+    pool.refill("a", from(ready));
     pool.refill("b", () => late.promise);
     await settle();
     const closing = pool.close();
@@ -174,6 +186,7 @@ describe("WarmPool", () => {
     await pool.close();
     const create = vi.fn(async () => entry("k"));
     pool.refill("k", create);
+    await settle();
     expect(create).not.toHaveBeenCalled();
   });
 
@@ -183,7 +196,7 @@ describe("WarmPool", () => {
     const soon = entry("k", { expiresAt: Date.now() + 500 });
     const died = { ...entry("k"), prepared: { id: "died", createdAt: 0, dead: false } };
     const keeps = entry("k", { expiresAt: Date.now() + 60_000 });
-    for (const e of [soon, died, keeps]) pool.refill("k", async () => e);
+    pool.refill("k", from(soon, died, keeps));
     await vi.advanceTimersByTimeAsync(0);
     expect(pool.total).toBe(3);
     (died.prepared as { dead: boolean }).dead = true;
@@ -191,5 +204,107 @@ describe("WarmPool", () => {
     expect(discarded.sort()).toEqual([soon.prepared.id, "died"].sort());
     expect(pool.total).toBe(1);
     expect(pool.take("k", "v0")).toBe(keeps);
+  });
+});
+
+describe("WarmPool under bursts", () => {
+  it("hands a run that finds none ready the container already being started for its key, not another key's", async () => {
+    const { pool } = makePool({ size: 1, maxSize: 1 });
+    const alice = deferred<WarmEntry>();
+    const bob = deferred<WarmEntry>();
+    pool.refill("alice", () => alice.promise);
+    pool.refill("bob", () => bob.promise);
+    await settle();
+    const got = pool.acquire("alice", () => "v0");
+    const aliceEntry = entry("alice");
+    bob.resolve(entry("bob"));
+    await settle();
+    alice.resolve(aliceEntry);
+    expect(await got).toBe(aliceEntry);
+    // Claimed: it never also lands in the pool for a second run.
+    expect(pool.take("alice", "v0")).toBeUndefined();
+    expect(pool.take("bob", "v0")?.key).toBe("bob");
+  });
+
+  it("gives a claimed container that turned out stale (tools changed meanwhile) to nobody", async () => {
+    const { pool, discarded } = makePool({ size: 1, maxSize: 1 });
+    const e = entry("k", { serversVersion: "old" });
+    pool.refill("k", from(e));
+    expect(await pool.acquire("k", () => "new")).toBeUndefined();
+    await settle();
+    expect(discarded).toEqual([e.prepared.id]);
+  });
+
+  it("returns undefined when nothing is ready or starting, and a failed start to its claimer", async () => {
+    const { pool } = makePool({ size: 1, maxSize: 1 });
+    expect(await pool.acquire("k", () => "v0")).toBeUndefined();
+    pool.refill("k", async () => {
+      throw new Error("engine hiccup");
+    });
+    expect(await pool.acquire("k", () => "v0")).toBeUndefined();
+  });
+
+  it("grows a key's target by one per call that missed, up to maxSize, and shrinks it back once calls stop missing", async () => {
+    vi.useFakeTimers();
+    const { pool } = makePool({ size: 1, maxSize: 3, idleMs: 4_000 });
+    expect(pool.target("k")).toBe(1);
+    for (let i = 0; i < 5; i++) await pool.acquire("k", () => "v0");
+    expect(pool.target("k")).toBe(3);
+    expect(pool.target("other")).toBe(1);
+    pool.refill("k", vi.fn(async () => entry("k")));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(pool.total).toBe(3);
+    // Quiet for longer than the shrink delay (min(idleMs, 30 s)): one step per sweep, extras destroyed.
+    await vi.advanceTimersByTimeAsync(4_000);
+    expect(pool.target("k")).toBe(2);
+    expect(pool.total).toBe(2);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(pool.target("k")).toBe(1);
+    expect(pool.total).toBe(1);
+  });
+
+  it("never holds more than maxTotal across keys however much they grow", async () => {
+    const { pool } = makePool({ size: 1, maxSize: 8, maxTotal: 5 });
+    for (const k of ["a", "b"]) for (let i = 0; i < 8; i++) await pool.acquire(k, () => "v0");
+    pool.refill("a", vi.fn(async () => entry("a")));
+    pool.refill("b", vi.fn(async () => entry("b")));
+    await settle();
+    expect(pool.total).toBe(5);
+  });
+});
+
+describe("StartGate", () => {
+  it("starts background work up to its limit, runs `now` work at once, and a promoted item before the rest", async () => {
+    const gate = new StartGate(1);
+    const order: string[] = [];
+    const hold = deferred<void>();
+    const job = (name: string, wait?: Promise<void>) => async () => {
+      order.push(`start ${name}`);
+      await wait;
+      return name;
+    };
+    const a = gate.enqueue(job("a", hold.promise), "background");
+    const b = gate.enqueue(job("b"), "background");
+    const c = gate.enqueue(job("c"), "background");
+    await settle();
+    expect(order).toEqual(["start a"]);
+    expect(gate.waiting).toBe(2);
+    const now = gate.enqueue(job("now"), "now");
+    await settle();
+    expect(order).toEqual(["start a", "start now"]);
+    c.promote();
+    await settle();
+    expect(order).toEqual(["start a", "start now", "start c"]);
+    hold.resolve();
+    expect(await Promise.all([a.promise, b.promise, c.promise, now.promise])).toEqual(["a", "b", "c", "now"]);
+    expect(order.at(-1)).toBe("start b");
+    expect(gate.active).toBe(0);
+  });
+
+  it("passes a failure to its caller and frees its place", async () => {
+    const gate = new StartGate(1);
+    await expect(gate.enqueue(async () => Promise.reject(new Error("no")), "background").promise).rejects.toThrow("no");
+    await expect(gate.enqueue(() => { throw new Error("sync"); }, "background").promise).rejects.toThrow("sync");
+    expect(await gate.enqueue(async () => 1, "background").promise).toBe(1);
   });
 });
