@@ -12,7 +12,8 @@ const common = {
   logLevel: "warning",
 };
 await build({ ...common, entryPoints: ["sandbox-image/node/runner.mjs"], outfile: "dist/sandbox-image/node/runner.mjs" });
-await build({ ...common, entryPoints: ["sandbox-image/node/hooks.mjs"], outfile: "dist/sandbox-image/node/hooks.mjs" });
+await build({ ...common, entryPoints: ["sandbox-image/node/hooks.mjs"], outfile: "dist/sandbox-image/node/hooks.mjs", external: ["./strip.mjs"] });
+await build({ ...common, entryPoints: ["sandbox-image/node/strip.mjs"], outfile: "dist/sandbox-image/node/strip.mjs" });
 // Bun strips types itself and Python needs nothing: their runners are copied as they are.
 await mkdir("dist/sandbox-image/bun", { recursive: true });
 await mkdir("dist/sandbox-image/python", { recursive: true });

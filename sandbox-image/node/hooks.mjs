@@ -1,8 +1,8 @@
 // Module hooks for the sandbox: TypeScript files are stripped of their types (sucrase, pure JS,
-// no native binary) on their way into Node's ESM loader. Runs on Node's hooks thread.
+// no native binary) on their way into Node's ESM loader. Runs on Node's hooks thread. The
+// stripper (strip.mjs) is loaded on the first .ts file: the host strips the main module itself.
 import { readFile, stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { transform } from "sucrase";
 
 const mainModules = new Map();
 
@@ -16,7 +16,11 @@ export async function initialize({ port }) {
 
 const TS_FILE = /\.(ts|mts)$/;
 
-function stripTypes(source, url) {
+let stripper;
+
+async function stripTypes(source, url) {
+  stripper ??= import("./strip.mjs");
+  const { transform } = await stripper;
   try {
     return transform(source, {
       transforms: ["typescript"],
@@ -60,12 +64,12 @@ export async function resolve(specifier, context, nextResolve) {
 export async function load(url, context, nextLoad) {
   const main = mainModules.get(url);
   if (main) {
-    const source = main.language === "javascript" ? main.source : stripTypes(main.source, url);
+    const source = main.language === "javascript" ? main.source : await stripTypes(main.source, url);
     return { format: "module", source, shortCircuit: true };
   }
   if (url.startsWith("file:") && TS_FILE.test(url)) {
     const raw = await readFile(fileURLToPath(url), "utf8");
-    return { format: "module", source: stripTypes(raw, url), shortCircuit: true };
+    return { format: "module", source: await stripTypes(raw, url), shortCircuit: true };
   }
   return nextLoad(url, context);
 }

@@ -4,6 +4,11 @@
 // arrives), then reads exactly one JSON line from stdin: RunnerPayload (src/protocol/runner.ts).
 // Everything the user's code prints goes straight to this process's stdout/stderr; the runner
 // itself prints nothing on stdout, so the host can return stdout verbatim.
+//
+// Boot is kept lean (docs/PERFORMANCE.md): the module hooks (a thread of their own, and the
+// TypeScript stripper when a .ts file is loaded) are registered only when the code needs them, or
+// in the background once the runner has waited a moment with no code (a warm container). Plain
+// code (the host found only static imports of Node builtins) runs as a vm module without them.
 import { register } from "node:module";
 import { MessageChannel } from "node:worker_threads";
 import { pathToFileURL } from "node:url";
@@ -11,9 +16,18 @@ import { pathToFileURL } from "node:url";
 // The main module is virtual: it lives in memory, but its URL sits in /workspace so relative
 // imports (`./data.ts`) resolve against the user's working directory.
 const MAIN_URL = pathToFileURL("/workspace/__codebox_main__.ts").href;
+/** With no code by then, this container waits for a later run: load the hooks meanwhile. */
+const IDLE_HOOKS_MS = 30;
 
-const { port1, port2 } = new MessageChannel();
-register("./hooks.mjs", import.meta.url, { data: { port: port2 }, transferList: [port2] });
+let hooksPort;
+function hooks() {
+  if (!hooksPort) {
+    const { port1, port2 } = new MessageChannel();
+    register("./hooks.mjs", import.meta.url, { data: { port: port2 }, transferList: [port2] });
+    hooksPort = port1;
+  }
+  return hooksPort;
+}
 
 function fail(message) {
   process.stderr.write(`codebox runner: ${message}\n`);
@@ -48,21 +62,55 @@ function readPayload() {
 }
 
 function handOver(payload) {
+  const port = hooks();
   return new Promise((resolve) => {
-    port1.once("message", () => {
-      port1.close();
+    port.once("message", () => {
+      port.close();
       resolve();
     });
-    port1.postMessage({ url: MAIN_URL, source: payload.code, language: payload.language });
+    port.postMessage({ url: MAIN_URL, source: payload.code, language: payload.language });
   });
 }
 
+/**
+ * Plain code as a vm module with the main module's URL (stack traces and import.meta-free code see
+ * no difference). Returns undefined when V8 does not accept it as a module: the hooks path then
+ * reports the error as Node always does.
+ */
+async function plainModule(code) {
+  const vm = await import("node:vm");
+  // The runner's own use of vm modules is not the user's business: hide that one warning only.
+  const emitWarning = process.emitWarning;
+  process.emitWarning = function (warning, ...rest) {
+    if (String(warning?.message ?? warning).startsWith("VM Modules")) return;
+    return emitWarning.call(process, warning, ...rest);
+  };
+  let mod;
+  try {
+    mod = new vm.SourceTextModule(code, { identifier: MAIN_URL });
+  } catch {
+    return undefined;
+  } finally {
+    process.emitWarning = emitWarning;
+  }
+  await mod.link(async (specifier) => {
+    const ns = await import(specifier);
+    const names = Object.keys(ns);
+    return new vm.SyntheticModule(names, function () {
+      for (const n of names) this.setExport(n, ns[n]);
+    }, { identifier: specifier });
+  });
+  return mod;
+}
+
 let payload;
+const idle = setTimeout(hooks, IDLE_HOOKS_MS);
 try {
   payload = await readPayload();
 } catch (err) {
   fail(`could not read the code to run: ${err.message}`);
 }
+clearTimeout(idle);
 if (typeof payload?.code !== "string") fail("payload has no code");
 // Per-run variables (the bridge's socket and token) arrive with the code, so a container
 // started ahead of time gets them only when it is handed its run.
@@ -86,9 +134,13 @@ if (typeof payload.completion === "string") {
   });
 }
 
-await handOver(payload);
 try {
-  await import(MAIN_URL);
+  const plain = payload.plain === true ? await plainModule(payload.code) : undefined;
+  if (plain) await plain.evaluate();
+  else {
+    await handOver(payload);
+    await import(MAIN_URL);
+  }
 } catch (err) {
   // Print like Node would for an uncaught error, and exit 1 as Node does; the runner's and
   // Node's internal frames say nothing to the user, so they are left out.

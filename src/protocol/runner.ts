@@ -8,6 +8,11 @@ import type { Language } from "../shared/languages.js";
 export interface RunnerPayload {
   code: string;
   language: Language;
+  /**
+   * Node only: the code is JavaScript whose only imports are static imports of Node builtins, with
+   * no import.meta and no import(); the runner may evaluate it without loading its module hooks.
+   */
+  plain?: boolean;
   /** Variables set for this run only (the bridge's socket and token). */
   env: Record<string, string>;
   /**

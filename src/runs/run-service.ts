@@ -14,6 +14,7 @@ import type { SkillStore } from "../stores/skills.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import { RunLimiter } from "./admission.js";
 import { FullOutput, type WorkspaceWriter } from "./full-output.js";
+import { loadNodeMainTools, prepareNodeMain } from "./node-main.js";
 import { type WarmEntry, WarmPool } from "./warm-pool.js";
 
 export interface ExecuteRequest {
@@ -94,6 +95,7 @@ export class RunService {
   prewarm(userId: string, runtime: RuntimeName = defaultRuntime(this.config.sandbox.runtimes)): void {
     if (!this.accepting || !this.config.sandbox.runtimes.includes(runtime)) return;
     this.refill(userId, this.config.sandbox.profile, runtime);
+    if (runtime === "node") void loadNodeMainTools()?.catch(() => {});
   }
 
   private refill(userId: string, profile: ProfileName, runtime: RuntimeName): void {
@@ -193,12 +195,15 @@ export class RunService {
         await this.deps.backend.discard(sandbox.prepared);
         throw err;
       }
+      // Node: TypeScript stripped here (the stripper is loaded once), and plain code marked as such.
+      const main = runtime === "node" ? await prepareNodeMain(req.code, req.language) : { code: req.code, language: req.language, plain: false };
       // The run ends when its client cancels, or when its bridge finds it misbehaving.
       const signals = [req.signal, slot?.ended].filter((s): s is AbortSignal => s !== undefined);
       const outcome = await this.deps.backend.run(sandbox.prepared, {
         runId,
-        language: req.language,
-        code: req.code,
+        language: main.language,
+        code: main.code,
+        plain: main.plain,
         timeoutMs,
         warm: sandbox.warm,
         env,

@@ -38,6 +38,8 @@ export interface RunInput {
   runId: string;
   language: Language;
   code: string;
+  /** Node: JavaScript importing only builtins, which the runner may evaluate without its module hooks. */
+  plain?: boolean | undefined;
   /** Wall-clock limit from hand-over; the container is killed when it passes. */
   timeoutMs: number;
   /** True when the container was started ahead of time (it is renamed for this run). */

@@ -111,7 +111,7 @@ export async function runAttached(c: AttachedContainer, input: RunInput, maxOutp
   const deadline = new RunDeadline(c.container, input.timeoutMs, input.signal, log);
   let exit: { by: "engine" | "runner"; code: number };
   try {
-    c.stream.write(encodePayload({ code: input.code, language: input.language, env: input.env, completion: prefix }));
+    c.stream.write(encodePayload({ code: input.code, language: input.language, ...(input.plain ? { plain: true } : {}), env: input.env, completion: prefix }));
     // Off the hot path: the name says which run this container serves now.
     if (input.warm) void c.container.rename({ name: `codebox-run-${input.runId}` }).catch(() => {});
     exit = await firstExit(c, runnerDone, input.timeoutMs);
