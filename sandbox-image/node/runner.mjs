@@ -81,7 +81,7 @@ async function plainModule(code) {
   const vm = await import("node:vm");
   // The runner's own use of vm modules is not the user's business: hide that one warning only.
   const emitWarning = process.emitWarning;
-  process.emitWarning = function (warning, ...rest) {
+  process.emitWarning = (warning, ...rest) => {
     if (String(warning?.message ?? warning).startsWith("VM Modules")) return;
     return emitWarning.call(process, warning, ...rest);
   };
