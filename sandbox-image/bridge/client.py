@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 import urllib.parse
 from typing import Any
 
@@ -54,6 +55,36 @@ def _connection() -> http.client.HTTPConnection:
     return _UnixHTTPConnection(os.environ.get(PROTOCOL["socketEnv"]) or PROTOCOL["defaultSocket"])
 
 
+# One connection per thread, kept open between calls (the bridge keeps an idle one 5 s): a call
+# costs one request, not a connect.
+_local = threading.local()
+
+
+def _post(body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    conn: http.client.HTTPConnection | None = getattr(_local, "conn", None)
+    reused = conn is not None and conn.sock is not None
+    if conn is None:
+        conn = _local.conn = _connection()
+    try:
+        conn.request("POST", PROTOCOL["callPath"], body=body, headers=headers)
+        res = conn.getresponse()
+        status, text = res.status, res.read().decode("utf-8", "replace")
+        if res.will_close:
+            conn.close()
+        return status, text
+    except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+        conn.close()
+        _local.conn = None
+        if not reused:
+            raise
+        # A kept connection the bridge closed just as this call went out: the call never arrived.
+        return _post(body, headers)
+    except BaseException:
+        conn.close()
+        _local.conn = None
+        raise
+
+
 def call_mcp_tool(server: str, tool: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
     """Calls `tool` on the upstream `server` and returns the raw MCP result (a dict)."""
     body = json.dumps({"server": server, "tool": tool, "arguments": arguments or {}}).encode("utf-8")
@@ -62,15 +93,10 @@ def call_mcp_tool(server: str, tool: str, arguments: dict[str, Any] | None = Non
         "content-length": str(len(body)),
         "authorization": "Bearer " + os.environ.get(PROTOCOL["tokenEnv"], ""),
     }
-    conn = _connection()
     try:
-        conn.request("POST", PROTOCOL["callPath"], body=body, headers=headers)
-        res = conn.getresponse()
-        status, text = res.status, res.read().decode("utf-8", "replace")
+        status, text = _post(body, headers)
     except OSError as err:
         raise MCPToolError(f"{server}.{tool}: the codebox bridge is unreachable ({err})") from None
-    finally:
-        conn.close()
     try:
         parsed = json.loads(text)
     except ValueError:

@@ -2,7 +2,7 @@
 // endpoint over this run's unix socket, authenticated by this run's token. Calls run on the
 // upstream MCP server from the host; the upstream's credentials never enter the sandbox.
 // Runs under Node (types stripped) and Bun; standard library only.
-import { request } from "node:http";
+import { Agent, type ClientRequest, request } from "node:http";
 import { PROTOCOL } from "./protocol.ts";
 
 export interface ContentBlock {
@@ -25,8 +25,25 @@ export class MCPToolError extends Error {
   }
 }
 
+// Connections are kept open between calls (the bridge keeps an idle one 5 s): a call costs one
+// request, not a connect. As many at once as the bridge lets one run have calls in flight; an idle
+// connection never keeps the code's process alive.
+const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+
 /** Calls `tool` on the upstream `server` and returns the raw MCP result. */
-export function callMCPTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<CallToolResult> {
+export async function callMCPTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<CallToolResult> {
+  try {
+    return await post(server, tool, args);
+  } catch (err) {
+    // A kept connection the bridge closed just as this call went out: the call never arrived.
+    if (err instanceof StaleConnection) return post(server, tool, args);
+    throw err;
+  }
+}
+
+class StaleConnection extends Error {}
+
+function post(server: string, tool: string, args: Record<string, unknown>): Promise<CallToolResult> {
   const token = process.env[PROTOCOL.tokenEnv];
   // Unix socket by default; a URL in the bridge's TCP mode (engines that cannot share a socket).
   const urlText = process.env[PROTOCOL.urlEnv];
@@ -34,9 +51,10 @@ export function callMCPTool(server: string, tool: string, args: Record<string, u
   const where = url ? { host: url.hostname, port: Number(url.port) } : { socketPath: process.env[PROTOCOL.socketEnv] || PROTOCOL.defaultSocket };
   const body = JSON.stringify({ server, tool, arguments: args });
   return new Promise((resolve, reject) => {
-    const req = request(
+    const req: ClientRequest = request(
       {
         ...where,
+        agent,
         path: PROTOCOL.callPath,
         method: "POST",
         headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token ?? ""}` },
@@ -58,7 +76,10 @@ export function callMCPTool(server: string, tool: string, args: Record<string, u
         });
       },
     );
-    req.on("error", (err) => reject(new MCPToolError(`${server}.${tool}: the codebox bridge is unreachable (${err.message})`)));
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      if (req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE")) reject(new StaleConnection(err.message));
+      else reject(new MCPToolError(`${server}.${tool}: the codebox bridge is unreachable (${err.message})`));
+    });
     req.end(body);
   });
 }

@@ -31,6 +31,9 @@ interface Received {
 type Reply = { status: number; json?: unknown; text?: string };
 
 let received: Received[] = [];
+/** Connections the stand-in accepted, and whether it drops each kept one once it falls idle. */
+let connections = 0;
+let dropIdle = false;
 let reply: (r: Received) => Reply;
 const ok = (json: unknown): Reply => ({ status: 200, json });
 
@@ -44,8 +47,11 @@ const fake: Server = createServer((req, res) => {
     const payload = text ?? JSON.stringify(json);
     res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(payload) });
     res.end(payload);
+    // As the bridge does at its keep-alive timeout, with no warning to the client.
+    if (dropIdle) res.on("finish", () => setTimeout(() => req.socket.destroy(), 20));
   });
 });
+fake.on("connection", () => connections++);
 const fakeTcp: Server = createServer((req, res) => fake.emit("request", req, res));
 let tcpPort = 0;
 /** The interpreter behind `python3` (a version manager's shim costs a shell per child otherwise). */
@@ -77,12 +83,15 @@ afterAll(async () => {
 
 beforeEach(() => {
   received = [];
+  connections = 0;
+  dropIdle = false;
   reply = () => ok({ content: [{ type: "text", text: "fine" }] });
 });
 
 /** One call a child makes; `args` undefined means the function is called without arguments. */
 interface Call {
-  fn: "callTool" | "callMCPTool";
+  /** "sleep": wait `args.ms` before the next call. */
+  fn: "callTool" | "callMCPTool" | "sleep";
   server: string;
   tool: string;
   args?: Record<string, unknown>;
@@ -92,6 +101,7 @@ type Outcome = { ok: unknown } | { err: { isMCPToolError: boolean; message: stri
 const TS_RUNNER = `import { callMCPTool, callTool, MCPToolError } from "./servers/client.mjs";
 const out = [];
 for (const c of JSON.parse(process.argv[2])) {
+  if (c.fn === "sleep") { await new Promise((r) => setTimeout(r, c.args.ms)); continue; }
   const fn = c.fn === "callTool" ? callTool : callMCPTool;
   try {
     out.push({ ok: await (c.args === undefined ? fn(c.server, c.tool) : fn(c.server, c.tool, c.args)) });
@@ -108,6 +118,10 @@ sys.path.insert(0, ${JSON.stringify(tmp)})
 from servers.client import call_mcp_tool, call_tool, unwrap, MCPToolError
 out = []
 for c in json.loads(sys.argv[1]):
+    if c["fn"] == "sleep":
+        import time
+        time.sleep(c["args"]["ms"] / 1000)
+        continue
     fn = call_tool if c["fn"] == "callTool" else call_mcp_tool
     try:
         out.append({"ok": fn(c["server"], c["tool"], c["args"]) if "args" in c else fn(c["server"], c["tool"])})
@@ -150,6 +164,29 @@ describe.each(LANGUAGES)("the bridge client in $language", ({ run: runChild }) =
     expect(r.headers["content-type"]).toBe("application/json");
     expect(Number(r.headers["content-length"])).toBe(Buffer.byteLength(r.body));
     expect(JSON.parse(r.body)).toEqual({ server: "files", tool: "read", arguments: { path: "a.txt", n: [1, 2], deep: { ok: true } } });
+  });
+
+  it("keeps one connection for a run's calls one after another", async () => {
+    const calls: Call[] = Array.from({ length: 5 }, (_, i) => ({ fn: "callMCPTool", server: "s", tool: `t${i}` }));
+    const out = JSON.parse(await runChild(calls, unixEnv())) as Outcome[];
+    expect(out).toHaveLength(5);
+    expect(out.every((o) => "ok" in o)).toBe(true);
+    expect(received.map((r) => JSON.parse(r.body).tool)).toEqual(["t0", "t1", "t2", "t3", "t4"]);
+    expect(connections).toBe(1);
+  });
+
+  it("sends a call again, once, on a fresh connection when the bridge closed the kept one while idle", async () => {
+    dropIdle = true;
+    const calls: Call[] = [
+      { fn: "callMCPTool", server: "s", tool: "first" },
+      { fn: "sleep", server: "", tool: "", args: { ms: 200 } },
+      { fn: "callMCPTool", server: "s", tool: "second" },
+    ];
+    const out = JSON.parse(await runChild(calls, unixEnv())) as Outcome[];
+    expect(out).toEqual([{ ok: { content: [{ type: "text", text: "fine" }] } }, { ok: { content: [{ type: "text", text: "fine" }] } }]);
+    // Each call arrived exactly once.
+    expect(received.map((r) => JSON.parse(r.body).tool)).toEqual(["first", "second"]);
+    expect(connections).toBe(2);
   });
 
   it("sends empty arguments when called without any", async () => {
