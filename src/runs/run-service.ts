@@ -32,6 +32,8 @@ export interface ExecuteRequest {
 /** What a run did, as the tools report it. */
 export interface RunResult extends Omit<SandboxOutcome, "stdoutSpill" | "stderrSpill"> {
   runId: string;
+  /** It ran in a container started ahead of time (the pool's), not one started for it. */
+  warm: boolean;
   /** Workspace-relative paths of the saved full output, when a stream passed the cap. */
   stdoutFile?: string | undefined;
   stderrFile?: string | undefined;
@@ -212,10 +214,10 @@ export class RunService {
         spill: this.output.spillFor(runId),
       });
       const { stdoutSpill: _o, stderrSpill: _e, ...rest } = outcome;
-      const result: RunResult = { runId, ...rest, ...(await this.output.keep(req.userId, runId, outcome)) };
+      const result: RunResult = { runId, warm: sandbox.warm, ...rest, ...(await this.output.keep(req.userId, runId, outcome)) };
       const stats = slot?.stats() ?? { calls: 0, refusals: 0 };
       this.deps.metrics?.run(outcomeOf(result), result.durationMs);
-      this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: false, upstreamCalls: stats.calls, refusals: stats.refusals });
+      this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: false, upstreamCalls: stats.calls, refusals: stats.refusals, warm: sandbox.warm });
       return result;
     } catch (caught) {
       // A run its bridge ended says why, not "canceled by the client".

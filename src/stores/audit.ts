@@ -20,6 +20,8 @@ export interface RunAuditRecord {
   canceled: boolean;
   upstreamCalls: number;
   refusals: number;
+  /** The run got a container started ahead of time (ready, or taken over while it started). */
+  warm?: boolean;
   error?: string;
 }
 

@@ -83,4 +83,38 @@ describe.each(["runc", "runsc"] as const)("the warm pool under %s", (runtime) =>
     const r = await app.runs.execute({ userId: "bob", code: 'import fs from "node:fs"; console.log(fs.existsSync("/workspace/alice-only.txt"))', language: "typescript" });
     expect(r.stdout).toBe("false\n");
   });
+
+  it("under bursts of parallel calls from two users: each run gets a container of its own user, none used twice", async () => {
+    const app = testApp({ "sandbox.ociRuntime": runtime, "sandbox.pool": { size: 1, maxSize: 4, maxTotal: 8, idleMs: 60_000 }, limits: { maxConcurrentRuns: 16, maxRunsPerUser: 8, maxQueuedRuns: 64 } });
+    apps.push(app);
+    for (const u of ["alice", "bob"]) {
+      const ws = (await app.dirs.ensure(u)).workspace;
+      (await import("node:fs")).writeFileSync(join(ws, "owner.txt"), u);
+    }
+    app.runs.prewarm("alice");
+    app.runs.prewarm("bob");
+    await waitWarm(app, "alice");
+    await waitWarm(app, "bob");
+    const who = 'import fs from "node:fs"; console.log(JSON.stringify({ owner: fs.readFileSync("/workspace/owner.txt", "utf8"), host: fs.readFileSync("/etc/hostname", "utf8").trim(), tmp: fs.readdirSync("/tmp") })); fs.writeFileSync("/tmp/used", "1")';
+    const results: Array<{ user: string; containerId: string; warm: boolean; owner: string; tmp: string[] }> = [];
+    // Three bursts of 3 + 3 parallel calls, then one of 8 + 8, back to back.
+    for (const size of [3, 3, 3, 8]) {
+      const burst = ["alice", "bob"].flatMap((user) => Array.from({ length: size }, () => user));
+      const rs = await Promise.all(burst.map(async (user) => ({ user, r: await app.runs.execute({ userId: user, code: who, language: "javascript" }) })));
+      for (const { user, r } of rs) {
+        expect(r.exitCode, r.stderr).toBe(0);
+        const seen = JSON.parse(r.stdout) as { owner: string; host: string; tmp: string[] };
+        results.push({ user, containerId: r.containerId, warm: r.warm ?? false, owner: seen.owner, tmp: seen.tmp });
+      }
+    }
+    expect(results).toHaveLength(2 * (3 + 3 + 3 + 8));
+    // Every run saw its own user's workspace, a /tmp no run had written to, in a container never used before.
+    for (const r of results) {
+      expect(r.owner).toBe(r.user);
+      expect(r.tmp).not.toContain("used");
+    }
+    expect(new Set(results.map((r) => r.containerId)).size).toBe(results.length);
+    // The burst path was really taken: some runs got warm containers (ready or taken over while starting).
+    expect(results.some((r) => r.warm)).toBe(true);
+  }, 240_000);
 });

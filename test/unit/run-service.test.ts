@@ -158,11 +158,30 @@ describe("RunService: a cold run", () => {
 
   it("hands the backend the run id, code, language, default timeout, warm:false and an empty env", async () => {
     const { service, fake } = setup();
-    const result = await service.execute({ userId: "alice", code: "console.log(1)", language: "typescript" });
+    const result = await service.execute({ userId: "alice", code: "console.log(1)", language: "javascript" });
     const { sandbox, input } = fake.runs[0]!;
     expect(sandbox.id).toBe(result.runId);
-    expect(input).toMatchObject({ runId: result.runId, code: "console.log(1)", language: "typescript", timeoutMs: 30_000, warm: false, env: {} });
+    expect(input).toMatchObject({ runId: result.runId, code: "console.log(1)", language: "javascript", plain: true, timeoutMs: 30_000, warm: false, env: {} });
     expect(input.spill).toBeUndefined();
+    expect(result.warm).toBe(false);
+  });
+
+  it("hands Node TypeScript stripped on the host, marked plain only when it imports nothing but builtins", async () => {
+    const { service, fake } = setup();
+    await service.execute({ userId: "alice", code: 'import { readFileSync } from "node:fs";\nconst n: number = 1;\nconsole.log(n, readFileSync);', language: "typescript" });
+    expect(fake.runs[0]!.input).toMatchObject({ language: "javascript", plain: true });
+    expect(fake.runs[0]!.input.code).toContain("const n = 1;");
+    expect(fake.runs[0]!.input.code.split("\n")).toHaveLength(3); // lines kept: error positions hold
+    await service.execute({ userId: "alice", code: 'import { echo } from "/servers/rows/index.ts";\nawait echo({});', language: "typescript" });
+    expect(fake.runs[1]!.input).toMatchObject({ language: "javascript", plain: false });
+    await service.execute({ userId: "alice", code: "console.log(import.meta.url, await import('node:os'))", language: "javascript" });
+    expect(fake.runs[2]!.input).toMatchObject({ plain: false });
+    // What the host cannot strip goes as it is: the sandbox reports the error as it always did.
+    await service.execute({ userId: "alice", code: "const a: number = ;", language: "typescript" });
+    expect(fake.runs[3]!.input).toMatchObject({ code: "const a: number = ;", language: "typescript", plain: false });
+    // Bun strips TypeScript itself.
+    await service.execute({ userId: "alice", code: "const n: number = 1;", language: "typescript", runtime: "bun" });
+    expect(fake.runs[4]!.input).toMatchObject({ code: "const n: number = 1;", language: "typescript" });
   });
 
   it("returns the outcome's fields with the run id, and never the host paths of spill files", async () => {
@@ -195,6 +214,7 @@ describe("RunService: a cold run", () => {
       canceled: false,
       upstreamCalls: 0,
       refusals: 0,
+      warm: false,
     } satisfies RunAuditRecord);
     expect(metrics.run).toHaveBeenCalledExactlyOnceWith("nonzero_exit", 7);
   });
