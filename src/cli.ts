@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { loadConfigReport } from "./config/load.js";
 import { CodeboxError, errorMessage } from "./shared/errors.js";
 import { createLogger, type LogLevel } from "./shared/logger.js";
 import { packageVersion } from "./shared/paths.js";
 import { type Language, RUNTIMES, type RuntimeName } from "./shared/languages.js";
+import { StdioFront } from "./transport/stdio-front.js";
 
 // The server's modules (SDK, engine client, HTTP stack) load only for the commands that use
 // them: --help and --version answer at once.
@@ -90,6 +90,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const [command = "serve", ...rest] = positionals;
   const interactive = command !== "serve";
+  // An editor waits for `initialize` before anything else: answer it before the rest loads.
+  const front = command === "serve" && !values.http ? new StdioFront() : undefined;
+  const { loadConfigReport } = await import("./config/load.js");
   const { config, warnings } = loadConfigReport({
     env: process.env,
     configFile: values.config,
@@ -116,9 +119,9 @@ async function main(argv: string[]): Promise<number> {
       const { createApp } = await loadApp();
       // Over HTTP many users share this server: upstreams default to one instance per user.
       const app = createApp(config, logger, { multiUser: values.http === true });
-      if (!values.http) {
+      if (front) {
         const { serveStdio } = await import("./transport/stdio.js");
-        await serveStdio(app);
+        await serveStdio(app, front);
         return -1; // keep running
       }
       const { serveHttp } = await import("./transport/http.js");

@@ -17,7 +17,7 @@ import { pathToFileURL } from "node:url";
 // imports (`./data.ts`) resolve against the user's working directory.
 const MAIN_URL = pathToFileURL("/workspace/__codebox_main__.ts").href;
 /** With no code by then, this container waits for a later run: load the hooks meanwhile. */
-const IDLE_HOOKS_MS = 30;
+const IDLE_HOOKS_MS = 250;
 
 let hooksPort;
 function hooks() {

@@ -4,7 +4,7 @@ import type { RunService } from "../runs/run-service.js";
 import type { RuntimeName } from "../shared/languages.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { Logger } from "../shared/logger.js";
-import { packageVersion } from "../shared/paths.js";
+import { SERVER_CAPABILITIES, SERVER_INSTRUCTIONS, serverInfo } from "./identity.js";
 import { registerExecuteCodeTool } from "./tools/execute-code.js";
 import { registerFileTools } from "./tools/files.js";
 import { registerSandboxInfoTool } from "./tools/sandbox-info.js";
@@ -23,16 +23,9 @@ export interface McpServerDeps {
   runtimes: readonly RuntimeName[];
 }
 
-export const SERVER_INSTRUCTIONS =
-  "codebox-mcp runs code (TypeScript, JavaScript, Python) in fresh, hardened, single-use sandboxes. Use execute_code to compute, transform data, " +
-  "or work with files in /workspace (kept between calls). Print only what you need to see.";
-
 /** One MCP server per client connection; all share the run service (and so the engine and limits). */
 export function createMcpServer(deps: McpServerDeps): McpServer {
-  const server = new McpServer(
-    { name: "codebox-mcp", title: "codebox-mcp", version: packageVersion() },
-    { capabilities: { tools: {}, logging: {}, resources: { listChanged: true } }, instructions: SERVER_INSTRUCTIONS },
-  );
+  const server = new McpServer(serverInfo(), { capabilities: structuredClone(SERVER_CAPABILITIES), instructions: SERVER_INSTRUCTIONS });
   registerExecuteCodeTool(server, {
     runs: deps.runs,
     logger: deps.logger,

@@ -54,6 +54,8 @@ export class WarmPool {
   private readonly entries = new Map<string, WarmEntry[]>();
   private readonly starting = new Set<Starting>();
   private readonly demand = new Map<string, Demand>();
+  /** Keys asked for before: the first call of a key (often right after start-up) says nothing about its rate. */
+  private readonly asked = new Map<string, number>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly shrinkAfterMs: number;
@@ -104,9 +106,11 @@ export class WarmPool {
    */
   async acquire(key: string, serversVersion: () => string): Promise<WarmEntry | undefined> {
     if (!this.enabled) return undefined;
+    const first = !this.asked.has(key);
+    this.asked.set(key, Date.now());
     const ready = this.take(key, serversVersion());
     if (ready) return ready;
-    this.missed(key);
+    if (!first) this.missed(key);
     const job = [...this.starting].find((s) => s.key === key && !s.claim);
     if (!job) return undefined;
     const entry = await new Promise<WarmEntry | undefined>((resolve) => {
@@ -129,6 +133,7 @@ export class WarmPool {
 
   private startOne(key: string, create: () => Promise<WarmEntry>): void {
     const job: Starting = { key, promote: () => {} };
+    const startedAt = Date.now();
     const ticket = this.gate.enqueue(create, "background");
     job.promote = ticket.promote;
     this.starting.add(job);
@@ -139,6 +144,7 @@ export class WarmPool {
             job.claim?.(undefined);
             return this.destroy(entry);
           }
+          this.logger.debug("warm sandbox ready", { key, ms: Date.now() - startedAt, claimed: job.claim !== undefined });
           if (job.claim) return job.claim(entry);
           const list = this.entries.get(key) ?? [];
           list.push(entry);
@@ -178,6 +184,7 @@ export class WarmPool {
       d.target--;
       if (d.target <= this.options.size) this.demand.delete(key);
     }
+    for (const [key, at] of this.asked) if (now - at > this.options.idleMs && !this.demand.has(key)) this.asked.delete(key);
     for (const [key, list] of this.entries) {
       const live = list.filter((e) => !e.prepared.dead && e.expiresAt > now);
       // Shrinking: the oldest extras go first (the newest have the longest to live).

@@ -1,15 +1,17 @@
-import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { App } from "../app.js";
 import { defaultRuntime } from "../shared/languages.js";
+import type { StdioFront } from "./stdio-front.js";
 
 /**
  * Serves MCP over stdin/stdout. stdout carries only protocol frames; every log line goes to
  * stderr. Ends (removing every container it started) when the client closes stdin or on
  * SIGINT/SIGTERM.
  */
-export async function serveStdio(app: App): Promise<void> {
+export async function serveStdio(app: App, front: StdioFront): Promise<void> {
+  // Warm containers for the one local user first: the first call may come right after initialize.
+  app.runs.prewarm(app.config.userId);
+  void app.warmUp();
   const server = app.createServer();
-  const transport = new StdioServerTransport();
   let stopping = false;
   const stop = async (why: string) => {
     if (stopping) return;
@@ -25,8 +27,6 @@ export async function serveStdio(app: App): Promise<void> {
   process.stdin.once("close", () => void stop("client closed stdin"));
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
-  await server.connect(transport);
+  await server.connect(front.transport());
   app.logger.info("codebox-mcp serving MCP over stdio", { dataDir: app.config.dataDir, ociRuntime: app.config.sandbox.ociRuntime, image: app.backend.imageTag(defaultRuntime(app.config.sandbox.runtimes)) });
-  // Warm containers for the one local user, ready before the first call.
-  void app.warmUp().then(() => app.runs.prewarm(app.config.userId));
 }

@@ -308,3 +308,19 @@ describe("StartGate", () => {
     expect(await gate.enqueue(async () => 1, "background").promise).toBe(1);
   });
 });
+
+describe("WarmPool sizing at start-up", () => {
+  it("does not grow a key for its first call (a prewarm still starting is not a burst)", async () => {
+    const { pool } = makePool({ size: 1, maxSize: 4 });
+    const starting = deferred<WarmEntry>();
+    pool.refill("k", () => starting.promise);
+    await settle();
+    const got = pool.acquire("k", () => "v0");
+    starting.resolve(entry("k"));
+    expect(await got).toBeDefined();
+    expect(pool.target("k")).toBe(1);
+    // The second call that finds nothing ready is a sign of a rate the pool does not keep up with.
+    await pool.acquire("k", () => "v0");
+    expect(pool.target("k")).toBe(2);
+  });
+});
