@@ -308,7 +308,9 @@ async function bridgeFloor(image, runtime, dataDir) {
     const call = () => new Promise((res, rej) => { const req = http.request({ socketPath: "/floor/s.sock", path: "/", method: "POST", agent, headers: { "content-type": "application/json" } }, (r) => { r.resume(); r.on("end", res); }); req.on("error", rej); req.end('{"server":"rows","tool":"echo","arguments":{"message":"x"}}'); });
     (async () => { await call(); const xs = []; for (let i = 0; i < 200; i++) { const t = performance.now(); await call(); xs.push(performance.now() - t); } xs.sort((a, b) => a - b); console.log(JSON.stringify({ p50: xs[99], p95: xs[189] })); })();`;
   try {
-    const { stdout } = await execFileP("docker", ["run", "--rm", "--network", "none", "--runtime", runtime, "--cpus", "0.5", "--user", "65534:65534", "-v", `${dir}:/floor`, "--entrypoint", "/usr/local/bin/node", image, "-e", code]);
+    // Our seccomp profile, as dockerRun uses: under runsc the engine's default one cannot start Node's threads.
+    const profile = join(dataDir, `seccomp-${runtime}.json`);
+    const { stdout } = await execFileP("docker", ["run", "--rm", "--network", "none", "--runtime", runtime, "--security-opt", `seccomp=${profile}`, "--cpus", "0.5", "--user", "65534:65534", "-v", `${dir}:/floor`, "--entrypoint", "/usr/local/bin/node", image, "-e", code]);
     const r = JSON.parse(stdout);
     return { p50: round(r.p50), p95: round(r.p95) };
   } finally {
@@ -339,7 +341,7 @@ async function benchRuntime(runtime, images, dataDir) {
   out.throughput = [];
   for (const c of [1, 4, 8]) out.throughput.push(await throughput(warm.client, warm.pid, c));
   out.bridge = await bridgeRoundTrip(warm.client);
-  out.bridge.floor = await bridgeFloor(images.node, runtime, dataDir);
+  out.bridge.floor = await bridgeFloor(images.node, runtime, dataDir).catch((err) => ({ p50: NaN, p95: NaN, error: String(err.message).slice(0, 300) }));
   log(`${runtime} callMCPTool p50 ${out.bridge.sandbox.p50} ms, direct ${out.bridge.direct.p50}, bare HTTP hop ${out.bridge.floor.p50}`);
   out.tokenEfficiency = await tokenEfficiency(warm.client);
   await warm.close();
@@ -360,6 +362,10 @@ function render(result) {
     "",
   );
   for (const r of result.runtimes) {
+    if (r.error) {
+      lines.push(`## ${r.runtime}`, "", `The bench failed on this runtime: ${r.error}`, "");
+      continue;
+    }
     const nodeDr = r.languages.node.dockerRunRm.p50;
     lines.push(`## ${r.runtime}`, "");
     lines.push("| language | `docker run --rm` p50 | cold p50 / p95 | think p50 / p95 (warm) | back to back p50 / p95 (warm) | burst 3 wall p50 / p95 (warm) | burst 8 wall p50 / p95 (warm) |");
@@ -426,7 +432,13 @@ try {
       log("runsc not registered: skipped (run scripts/setup.sh)");
       continue;
     }
-    result.runtimes.push(await benchRuntime(rt, images, dataDir));
+    try {
+      result.runtimes.push(await benchRuntime(rt, images, dataDir));
+    } catch (err) {
+      // One runtime's failure must not lose the others' figures.
+      log(`${rt} failed: ${err.stack ?? err}`);
+      result.runtimes.push({ runtime: rt, error: String(err.message ?? err).slice(0, 500) });
+    }
   }
   const notesFile = join(root, "bench", "NOTES.md");
   try {

@@ -11,7 +11,10 @@ const common = {
   legalComments: "none",
   logLevel: "warning",
 };
-await build({ ...common, entryPoints: ["sandbox-image/node/runner.mjs"], outfile: "dist/sandbox-image/node/runner.mjs" });
+// The Node runner is CommonJS with no dependencies: copied, not bundled (docs/ARCHITECTURE.md).
+await mkdir("dist/sandbox-image/node", { recursive: true });
+await rm("dist/sandbox-image/node/runner.mjs", { force: true });
+await copyFile("sandbox-image/node/runner.cjs", "dist/sandbox-image/node/runner.cjs");
 await build({ ...common, entryPoints: ["sandbox-image/node/hooks.mjs"], outfile: "dist/sandbox-image/node/hooks.mjs", external: ["./strip.mjs"] });
 await build({ ...common, entryPoints: ["sandbox-image/node/strip.mjs"], outfile: "dist/sandbox-image/node/strip.mjs" });
 // Bun strips types itself and Python needs nothing: their runners are copied as they are.

@@ -26,13 +26,13 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
   node: {
     name: "node",
     ...RUNTIME_INFO.node,
-    runnerFiles: ["runner.mjs", "hooks.mjs", "strip.mjs"],
+    runnerFiles: ["runner.cjs", "hooks.mjs", "strip.mjs"],
     repository: "codebox-mcp-sandbox",
     dockerfile: "Dockerfile.sandbox",
     registryBases: ["node:22-alpine"],
     // V8 may grow its heap to the whole memory limit, so running out of memory ends in the
     // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
-    command: (memoryMiB) => ["/usr/local/bin/node", `--max-old-space-size=${memoryMiB}`, "--experimental-vm-modules", "/opt/codebox/runner.mjs"],
+    command: (memoryMiB) => ["/usr/local/bin/node", `--max-old-space-size=${memoryMiB}`, "--experimental-vm-modules", "/opt/codebox/runner.cjs"],
     env: ["NODE_NO_WARNINGS=1"],
     path: "/usr/local/bin",
   },

@@ -636,7 +636,7 @@ const ATTACKS: Attack[] = [
       const before = fingerprint("/etc/passwd");
       const r = await ctx.alice.run(
         pick(ctx, {
-          js: 'import fs from "node:fs"; for (const t of ["/etc/passwd", process.execPath, "/opt/codebox/runner.mjs"]) { try { fs.linkSync(t, "/workspace/hl-" + t.split("/").pop()); console.log("linked", t) } catch (e) { console.log(t, e.code) } }',
+          js: 'import fs from "node:fs"; for (const t of ["/etc/passwd", process.execPath, process.argv[1]]) { try { fs.linkSync(t, "/workspace/hl-" + t.split("/").pop()); console.log("linked", t) } catch (e) { console.log(t, e.code) } }',
           py: PY_ERRNO + py`
             import os, sys
             for t in ["/etc/passwd", os.path.realpath(sys.executable), "/opt/codebox/runner.py"]:

@@ -24,7 +24,7 @@ describe("hardened container spec", () => {
   it("runs as the given non-root user with only our environment", () => {
     expect(spec.User).toBe("10001:10001");
     expect(spec.Env).toEqual(["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"]);
-    expect(spec.Cmd).toEqual(["/usr/local/bin/node", "--max-old-space-size=256", "--experimental-vm-modules", "/opt/codebox/runner.mjs"]);
+    expect(spec.Cmd).toEqual(["/usr/local/bin/node", "--max-old-space-size=256", "--experimental-vm-modules", "/opt/codebox/runner.cjs"]);
     expect(spec.WorkingDir).toBe("/workspace");
   });
   it("drops all capabilities, forbids new privileges and applies the seccomp profile", () => {

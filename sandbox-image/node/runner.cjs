@@ -9,21 +9,23 @@
 // TypeScript stripper when a .ts file is loaded) are registered only when the code needs them, or
 // in the background once the runner has waited a moment with no code (a warm container). Plain
 // code (the host found only static imports of Node builtins) runs as a vm module without them.
-import { register } from "node:module";
-import { MessageChannel } from "node:worker_threads";
-import { pathToFileURL } from "node:url";
+// CommonJS, requiring nothing at the top: Node's ESM entry and eager imports cost ~20 ms of boot,
+// twice that under a 0.5-CPU quota.
+"use strict";
 
 // The main module is virtual: it lives in memory, but its URL sits in /workspace so relative
 // imports (`./data.ts`) resolve against the user's working directory.
-const MAIN_URL = pathToFileURL("/workspace/__codebox_main__.ts").href;
+const MAIN_URL = "file:///workspace/__codebox_main__.ts";
 /** With no code by then, this container waits for a later run: load the hooks meanwhile. */
 const IDLE_HOOKS_MS = 250;
 
 let hooksPort;
 function hooks() {
   if (!hooksPort) {
+    const { MessageChannel } = require("node:worker_threads");
+    const { pathToFileURL } = require("node:url");
     const { port1, port2 } = new MessageChannel();
-    register("./hooks.mjs", import.meta.url, { data: { port: port2 }, transferList: [port2] });
+    require("node:module").register("./hooks.mjs", pathToFileURL(__filename).href, { data: { port: port2 }, transferList: [port2] });
     hooksPort = port1;
   }
   return hooksPort;
@@ -78,7 +80,7 @@ function handOver(payload) {
  * reports the error as Node always does.
  */
 async function plainModule(code) {
-  const vm = await import("node:vm");
+  const vm = require("node:vm");
   // The runner's own use of vm modules is not the user's business: hide that one warning only.
   const emitWarning = process.emitWarning;
   process.emitWarning = (warning, ...rest) => {
@@ -103,49 +105,53 @@ async function plainModule(code) {
   return mod;
 }
 
-let payload;
-const idle = setTimeout(hooks, IDLE_HOOKS_MS);
-try {
-  payload = await readPayload();
-} catch (err) {
-  fail(`could not read the code to run: ${err.message}`);
-}
-clearTimeout(idle);
-if (typeof payload?.code !== "string") fail("payload has no code");
-// Per-run variables (the bridge's socket and token) arrive with the code, so a container
-// started ahead of time gets them only when it is handed its run.
-for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
-
-// The host learns "finished, exit code N" from this line, written last on stdout and on stderr
-// (each pipe keeps its own order, not the order between them), long before the engine reports
-// the container's exit (~130 ms later). The host sends the line's prefix (with the run's nonce);
-// without the line (a kill, an OOM) the host waits for the engine. Forging it early only cuts the
-// code's own run short.
-if (typeof payload.completion === "string") {
-  const trailer = (code) => `${payload.completion}${code}\n`;
-  const { writeSync } = await import("node:fs");
-  process.on("exit", (code) => {
-    try {
-      writeSync(1, trailer(code ?? 0));
-      writeSync(2, trailer(code ?? 0));
-    } catch {
-      // stderr gone: the engine's exit report still arrives
-    }
-  });
-}
-
-try {
-  const plain = payload.plain === true ? await plainModule(payload.code) : undefined;
-  if (plain) await plain.evaluate();
-  else {
-    await handOver(payload);
-    await import(MAIN_URL);
+async function main() {
+  let payload;
+  const idle = setTimeout(hooks, IDLE_HOOKS_MS);
+  try {
+    payload = await readPayload();
+  } catch (err) {
+    fail(`could not read the code to run: ${err.message}`);
   }
-} catch (err) {
-  // Print like Node would for an uncaught error, and exit 1 as Node does; the runner's and
-  // Node's internal frames say nothing to the user, so they are left out.
-  const text = err?.stack ? String(err.stack) : String(err);
-  const user = text.split("\n").filter((l) => !/^\s+at .*(node:internal|\/opt\/codebox\/)/.test(l));
-  process.stderr.write(`${user.join("\n")}\n`);
-  process.exitCode = 1;
+  clearTimeout(idle);
+  if (typeof payload?.code !== "string") fail("payload has no code");
+  // Per-run variables (the bridge's socket and token) arrive with the code, so a container
+  // started ahead of time gets them only when it is handed its run.
+  for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
+
+  // The host learns "finished, exit code N" from this line, written last on stdout and on stderr
+  // (each pipe keeps its own order, not the order between them), long before the engine reports
+  // the container's exit (~130 ms later). The host sends the line's prefix (with the run's nonce);
+  // without the line (a kill, an OOM) the host waits for the engine. Forging it early only cuts the
+  // code's own run short.
+  if (typeof payload.completion === "string") {
+    const trailer = (code) => `${payload.completion}${code}\n`;
+    const { writeSync } = require("node:fs");
+    process.on("exit", (code) => {
+      try {
+        writeSync(1, trailer(code ?? 0));
+        writeSync(2, trailer(code ?? 0));
+      } catch {
+        // stderr gone: the engine's exit report still arrives
+      }
+    });
+  }
+
+  try {
+    const plain = payload.plain === true ? await plainModule(payload.code) : undefined;
+    if (plain) await plain.evaluate();
+    else {
+      await handOver(payload);
+      await import(MAIN_URL);
+    }
+  } catch (err) {
+    // Print like Node would for an uncaught error, and exit 1 as Node does; the runner's and
+    // Node's internal frames say nothing to the user, so they are left out.
+    const text = err?.stack ? String(err.stack) : String(err);
+    const user = text.split("\n").filter((l) => !/^\s+at .*(node:internal|\/opt\/codebox\/)/.test(l));
+    process.stderr.write(`${user.join("\n")}\n`);
+    process.exitCode = 1;
+  }
 }
+
+main();
