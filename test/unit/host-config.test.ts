@@ -69,7 +69,7 @@ describe("the container spec of each language runtime", () => {
     it(`${name}: its runner is PID 1, only its own variables, the same hardening`, () => {
       const s = containerSpec({ image: "img", runtimeSpec: RUNTIME_SPECS[name], uid: 10001, labels: { a: "b" }, profile: DEFAULT_PROFILES.standard, runtime: "runc", seccompJson: '{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}', workspaceDir: "/data/users/u/workspace", skillsDir: "/data/users/u/skills", nofile: 256, fsizeBytes: 1024 });
       expect(s.Cmd?.[0]).toMatch(/^\/usr\/(local\/)?bin\/(node|bun|python3)$/);
-      expect(s.Cmd?.at(-1)).toMatch(/^\/opt\/codebox\/runner\.(mjs|py)$/);
+      expect(s.Cmd?.at(-1)).toMatch(/^\/opt\/codebox\/runner\.(cjs|mjs|py)$/);
       expect(s.Env?.every((e) => /^(HOME|TMPDIR|PATH|NODE_|BUN_|DO_NOT_TRACK|PYTHON)/.test(e))).toBe(true);
       expect(s.HostConfig).toEqual(hc);
     });
