@@ -11,6 +11,7 @@ import { RunTokens } from "./run-tokens.js";
 import { type SearchDetail, type SearchHit, searchTools } from "./search.js";
 import type { DisabledServer } from "./codegen/servers-tree.js";
 import { ServersDirectory } from "./servers-dir.js";
+import { UserUpstreamPools } from "./user-upstreams.js";
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
 import { type UpstreamConnection, UpstreamPool, type UpstreamState } from "./upstream-pool.js";
 
@@ -24,16 +25,6 @@ export interface BridgeMount {
   source: string;
   target: string;
   readOnly: boolean;
-}
-
-/** One user's own upstream instances (servers per user) and their generated /servers tree. */
-interface UserUpstreams {
-  pool: UpstreamPool;
-  servers: ServersDirectory;
-  started: Promise<void>;
-  /** Open bridge slots (warm or running containers) that may call these instances. */
-  slots: number;
-  idleSince: number;
 }
 
 /** The bridge end of one container: its mounts, and its run's token once bound. */
@@ -62,8 +53,7 @@ export class Bridge {
   readonly tokens = new RunTokens();
   /** The shared /servers tree (users without servers of their own). */
   readonly servers: ServersDirectory;
-  private readonly userPools = new Map<string, UserUpstreams>();
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly userPools: UserUpstreamPools;
   /** Servers without a "perUser" of their own: per user when many users share this server (HTTP). */
   private readonly perUserByDefault: boolean;
   private started: Promise<void> | undefined;
@@ -79,14 +69,21 @@ export class Bridge {
     // user an instance of their own unless the operator marks it "perUser": false.
     this.perUserByDefault = options.multiUser ?? false;
     this.pool = this.makePool(Object.fromEntries(Object.entries(config.mcpServers).filter(([, s]) => !this.isPerUser(s))));
-    // A user's own instances are closed once idle (no open slot) for bridge.userUpstreamIdleMs.
-    this.sweeper = setInterval(() => void this.closeIdleUserPools(), Math.min(60_000, Math.max(1_000, config.bridge.userUpstreamIdleMs / 4)));
-    this.sweeper.unref();
+    // A user's own upstreams (per-user servers, config userMcpServers.<user>), connected on first
+    // use; a user's server with the same name as a shared one takes its place for that user.
+    this.userPools = new UserUpstreamPools({
+      specsFor: (userId) => ({ ...Object.fromEntries(Object.entries(config.mcpServers).filter(([, s]) => this.isPerUser(s))), ...config.userMcpServers[userId] }),
+      makePool: (specs) => this.makePool(specs),
+      toolsFor: (userId) => this.toolsFor(userId),
+      generatedRoot: join(config.dataDir, "generated"),
+      idleMs: config.bridge.userUpstreamIdleMs,
+      logger,
+    });
     this.servers = new ServersDirectory(join(config.dataDir, "generated", "shared"), logger);
     this.pool.on("toolsChanged", () => {
       if (!this.started) return;
       void this.servers.update(this.pool.tools()).catch((err: unknown) => logger.error("regenerating /servers failed", { err }));
-      for (const [userId, u] of this.userPools) void u.servers.update(this.toolsFor(userId)).catch(() => {});
+      for (const [userId, u] of this.userPools.entries()) void u.servers.update(this.toolsFor(userId)).catch(() => {});
     });
   }
 
@@ -107,57 +104,8 @@ export class Bridge {
     return this.started;
   }
 
-  /**
-   * A user's own upstreams (config userMcpServers.<user>), connected on first use. A user's
-   * server with the same name as a shared one takes its place for that user.
-   */
   private isPerUser(spec: { perUser?: boolean | undefined }): boolean {
     return spec.perUser ?? this.perUserByDefault;
-  }
-
-  /** `hold`: count an open slot until its release (a held pool is never closed as idle). */
-  private async userPool(userId: string, hold = false): Promise<UserUpstreams | undefined> {
-    const perUser = Object.fromEntries(Object.entries(this.config.mcpServers).filter(([, s]) => this.isPerUser(s)));
-    const specs = { ...perUser, ...this.config.userMcpServers[userId] };
-    if (!specs || Object.keys(specs).length === 0) return undefined;
-    let u = this.userPools.get(userId);
-    if (!u) {
-      const pool = this.makePool(specs);
-      const servers = new ServersDirectory(join(this.config.dataDir, "generated", `user-${userId}`), this.logger);
-      const started = (async () => {
-        await pool.start();
-        await servers.update(this.toolsFor(userId));
-      })();
-      pool.on("toolsChanged", () => {
-        void started.then(() => servers.update(this.toolsFor(userId))).catch(() => {});
-      });
-      u = { pool, servers, started, slots: 0, idleSince: Date.now() };
-      this.userPools.set(userId, u);
-    }
-    if (hold) u.slots++;
-    u.idleSince = Date.now();
-    try {
-      await u.started;
-    } catch (err) {
-      if (hold) this.release(u);
-      throw err;
-    }
-    return u;
-  }
-
-  private release(u: UserUpstreams): void {
-    u.slots--;
-    u.idleSince = Date.now();
-  }
-
-  private async closeIdleUserPools(): Promise<void> {
-    const now = Date.now();
-    for (const [userId, u] of this.userPools) {
-      if (u.slots > 0 || now - u.idleSince < this.config.bridge.userUpstreamIdleMs) continue;
-      this.userPools.delete(userId);
-      this.logger.info("closing a user's idle upstream servers", { user: userId });
-      await u.pool.close().catch((err: unknown) => this.logger.warn("closing a user's upstream servers failed", { err }));
-    }
   }
 
   private toolsFor(userId: string): Map<string, Tool[]> {
@@ -184,7 +132,7 @@ export class Bridge {
   /** Server names a user may call. */
   async serverNames(userId: string): Promise<string[]> {
     await this.start();
-    const own = await this.userPool(userId);
+    const own = await this.userPools.open(userId);
     return [...new Set([...this.pool.names, ...(own?.pool.names ?? [])])].sort();
   }
 
@@ -220,10 +168,10 @@ export class Bridge {
    */
   async openSlot(userId: string, tcpNetwork?: { name: string; gateway: string }): Promise<BridgeSlot> {
     await this.start();
-    const own = await this.userPool(userId, true);
+    const own = await this.userPools.open(userId, true);
     let released = false;
     const releaseOwn = () => {
-      if (own && !released) this.release(own);
+      if (own && !released) this.userPools.release(own);
       released = true;
     };
     const servers = new Set([...this.pool.names, ...(own?.pool.names ?? [])]);
@@ -285,7 +233,7 @@ export class Bridge {
 
   async search(userId: string, query: string, options: { server?: string | undefined; detail: SearchDetail; limit: number }): Promise<SearchHit[]> {
     await this.start();
-    const own = await this.userPool(userId);
+    const own = await this.userPools.open(userId);
     return searchTools((own?.servers ?? this.servers).entries, query, options);
   }
 
@@ -295,9 +243,8 @@ export class Bridge {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.sweeper);
     await this.pool.close();
-    await Promise.all([...this.userPools.values()].map((u) => u.pool.close()));
+    await this.userPools.close();
     if (this.shortRunRoot) rmSync(this.shortRunRoot, { recursive: true, force: true });
   }
 }
