@@ -6,8 +6,8 @@
 // itself prints nothing on stdout, so the host can return stdout verbatim.
 //
 // Boot is kept lean (docs/PERFORMANCE.md): the module hooks (a thread of their own, and the
-// TypeScript stripper when a .ts file is loaded) are registered only when the code needs them, or
-// in the background once the runner has waited a moment with no code (a warm container). Plain
+// TypeScript stripper when a .ts file is loaded) are registered at boot only in a container
+// started ahead of its run (CODEBOX_RUNNER_WARM), otherwise only when the code needs them. Plain
 // code (the host found only static imports of Node builtins) runs as a vm module without them.
 // CommonJS, requiring nothing at the top: Node's ESM entry and eager imports cost ~20 ms of boot,
 // twice that under a 0.5-CPU quota.
@@ -16,8 +16,8 @@
 // The main module is virtual: it lives in memory, but its URL sits in /workspace so relative
 // imports (`./data.ts`) resolve against the user's working directory.
 const MAIN_URL = "file:///workspace/__codebox_main__.ts";
-/** With no code by then, this container waits for a later run: load the hooks meanwhile. */
-const IDLE_HOOKS_MS = 250;
+/** Started ahead of its run (the host says so): load the hooks now, while nobody waits. */
+const WARM = process.env.CODEBOX_RUNNER_WARM === "1";
 
 let hooksPort;
 function hooks() {
@@ -107,13 +107,12 @@ async function plainModule(code) {
 
 async function main() {
   let payload;
-  const idle = setTimeout(hooks, IDLE_HOOKS_MS);
+  if (WARM) hooks();
   try {
     payload = await readPayload();
   } catch (err) {
     fail(`could not read the code to run: ${err.message}`);
   }
-  clearTimeout(idle);
   if (typeof payload?.code !== "string") fail("payload has no code");
   // Per-run variables (the bridge's socket and token) arrive with the code, so a container
   // started ahead of time gets them only when it is handed its run.

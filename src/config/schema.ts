@@ -107,7 +107,8 @@ export const ConfigSchema = z
         seccompProfile: z.string().min(1).optional(),
         pool: z
           .object({
-            size: z.number().int().min(0).max(64).default(1),
+            /** Default 1; 2 under runsc, whose containers take longer to start and boot than a call's think time. */
+            size: z.number().int().min(0).max(64).optional(),
             /** The pool grows to this many per user and profile while calls come faster than it refills. */
             maxSize: z.number().int().min(0).max(64).default(4),
             maxTotal: z.number().int().min(0).max(1024).default(8),
@@ -119,7 +120,8 @@ export const ConfigSchema = z
           .prefault({}),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .transform((s) => ({ ...s, pool: { ...s.pool, size: s.pool.size ?? (s.ociRuntime === "runsc" ? 2 : 1) } })),
     limits: z
       .object({
         maxConcurrentRuns: z.number().int().min(1).max(1024).default(8),

@@ -159,12 +159,14 @@ export class RunService {
 
   /**
    * A warm container of this user, profile and runtime if one is ready or being started; otherwise
-   * one started now. Either way the pool starts the next one at once, not when this run ends.
+   * one started now.
    */
   private async sandboxFor(req: ExecuteRequest, profile: ProfileName, runtime: RuntimeName, runId: string, timeoutMs: number): Promise<{ prepared: PreparedSandbox; slot: BridgeSlot | undefined; warm: boolean }> {
     const key = poolKey(req.userId, profile, runtime);
     const warm = await this.pool.acquire(key, () => this.deps.bridge?.serversVersion(req.userId) ?? "");
-    if (this.accepting) this.refill(req.userId, profile, runtime);
+    // Calls coming faster than the pool refills (it has grown): start the next now. Otherwise the
+    // refill waits for this run to end, so the start does not compete with it for the cores.
+    if (this.accepting && this.pool.target(key) > this.config.sandbox.pool.size) this.refill(req.userId, profile, runtime);
     if (warm) return { prepared: warm.prepared, slot: warm.slot, warm: true };
     const entry = await this.pool.gate.enqueue(() => this.prepareEntry(req.userId, profile, runtime, runId, timeoutMs, 0), "now").promise;
     return { prepared: entry.prepared, slot: entry.slot, warm: false };

@@ -19,6 +19,8 @@ export interface RuntimeSpec {
   command(memoryMiB: number): string[];
   /** Variables set at container creation (besides HOME, TMPDIR, PATH). */
   env: readonly string[];
+  /** More variables for a container started ahead of its run (the runner may boot fuller). */
+  warmEnv?: readonly string[];
   path: string;
 }
 
@@ -34,6 +36,9 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
     command: (memoryMiB) => ["/usr/local/bin/node", `--max-old-space-size=${memoryMiB}`, "--experimental-vm-modules", "/opt/codebox/runner.cjs"],
     env: ["NODE_NO_WARNINGS=1"],
+    // A warm container loads its module hooks at boot, while nobody waits: a cold one loads them
+    // only if its code needs them (docs/PERFORMANCE.md).
+    warmEnv: ["CODEBOX_RUNNER_WARM=1"],
     path: "/usr/local/bin",
   },
   bun: {

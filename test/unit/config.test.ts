@@ -18,6 +18,13 @@ describe("config", () => {
     expect(c.sandbox.maxOutputBytes).toBe(64 * 1024);
   });
 
+  it("keeps one warm container per key under runc and two under runsc, unless told otherwise", () => {
+    expect(loadConfig({ env: {}, homeDir: "/h" }).sandbox.pool).toMatchObject({ size: 1, maxSize: 4, maxTotal: 8, maxStarting: 0 });
+    expect(loadConfig({ env: {}, homeDir: "/h", flags: { "sandbox.ociRuntime": "runsc" } }).sandbox.pool.size).toBe(2);
+    expect(loadConfig({ env: {}, homeDir: "/h", flags: { "sandbox.ociRuntime": "runsc", "sandbox.pool.size": 1 } }).sandbox.pool.size).toBe(1);
+    expect(loadConfig({ env: {}, homeDir: "/h", flags: { "sandbox.pool.size": 0 } }).sandbox.pool.size).toBe(0);
+  });
+
   it("uses XDG_DATA_HOME when set", () => {
     expect(defaultDataDir({ XDG_DATA_HOME: "/x/data" }, "/home/ada")).toBe("/x/data/codebox-mcp");
   });

@@ -26,6 +26,9 @@ describe("hardened container spec", () => {
     expect(spec.Env).toEqual(["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1"]);
     expect(spec.Cmd).toEqual(["/usr/local/bin/node", "--max-old-space-size=256", "--experimental-vm-modules", "/opt/codebox/runner.cjs"]);
     expect(spec.WorkingDir).toBe("/workspace");
+    // A container started ahead of its run also tells the runner so (it loads its hooks at boot).
+    const warm = containerSpec({ image: "img", runtimeSpec: RUNTIME_SPECS.node, warm: true, uid: 10001, labels: {}, profile: DEFAULT_PROFILES.standard, runtime: "runc", seccompJson: "{}", workspaceDir: "/w", skillsDir: "/s", nofile: 256, fsizeBytes: 1024 });
+    expect(warm.Env).toEqual(["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1", "CODEBOX_RUNNER_WARM=1"]);
   });
   it("drops all capabilities, forbids new privileges and applies the seccomp profile", () => {
     expect(hc.CapDrop).toEqual(["ALL"]);

@@ -134,6 +134,7 @@ export class DockerSandboxBackend implements SandboxBackend {
       ...containerSpec({
         image: this.images.tag(spec.runtime),
         runtimeSpec: RUNTIME_SPECS[spec.runtime],
+        warm: (spec.idleMs ?? 0) > 0,
         uid: this.sandboxUid(),
         labels: containerLabels(this.instance, spec.id, spec.userId, Date.now() + lifetimeMs + EXPIRY_MARGIN_MS),
         profile: spec.profile,

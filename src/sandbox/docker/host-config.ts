@@ -86,8 +86,10 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
 export interface ContainerSpecOptions extends HardeningOptions {
   image: string;
   /** The language runtime: its runner is PID 1. */
-  runtimeSpec: Pick<RuntimeSpec, "command" | "env" | "path">;
+  runtimeSpec: Pick<RuntimeSpec, "command" | "env" | "path" | "warmEnv">;
   uid: number;
+  /** Started ahead of its run (the warm pool's). */
+  warm?: boolean;
   labels: Record<string, string>;
 }
 
@@ -100,7 +102,7 @@ export function containerSpec(o: ContainerSpecOptions): ContainerCreateOptions {
     Hostname: "codebox",
     WorkingDir: "/workspace",
     // Security: only these variables; nothing from the host's environment.
-    Env: ["HOME=/tmp", "TMPDIR=/tmp", `PATH=${o.runtimeSpec.path}`, ...o.runtimeSpec.env],
+    Env: ["HOME=/tmp", "TMPDIR=/tmp", `PATH=${o.runtimeSpec.path}`, ...o.runtimeSpec.env, ...(o.warm ? (o.runtimeSpec.warmEnv ?? []) : [])],
     Labels: o.labels,
     AttachStdin: true,
     AttachStdout: true,
