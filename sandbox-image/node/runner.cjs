@@ -18,6 +18,8 @@
 const MAIN_URL = "file:///workspace/__codebox_main__.ts";
 /** Started ahead of its run (the host says so): load the hooks now, while nobody waits. */
 const WARM = process.env.CODEBOX_RUNNER_WARM === "1";
+// The runner's business, not the code's: a warm and a cold run see the same environment.
+delete process.env.CODEBOX_RUNNER_WARM;
 
 let hooksPort;
 function hooks() {
