@@ -29,6 +29,11 @@ export class StdioFront {
   private readonly held: Message[] = [];
   private attached: FrontTransport | undefined;
   private ended = false;
+  private markGone!: () => void;
+  /** Resolves when the client has closed stdin, before or after the server was attached. */
+  readonly gone = new Promise<void>((resolve) => {
+    this.markGone = resolve;
+  });
   /** The `initialize` the front answered: replayed to the SDK's server, whose own answer is dropped. */
   private answered: Message | undefined;
 
@@ -38,6 +43,7 @@ export class StdioFront {
   ) {
     input.on("data", this.onData);
     input.on("end", this.onEnd);
+    input.on("close", () => this.markGone());
     input.on("error", (err: Error) => this.attached?.onerror?.(err));
   }
 
@@ -95,6 +101,7 @@ export class StdioFront {
 
   private readonly onEnd = () => {
     this.ended = true;
+    this.markGone();
     if (this.attached?.live) this.attached.onclose?.();
   };
 

@@ -23,8 +23,8 @@ export async function serveStdio(app: App, front: StdioFront): Promise<void> {
     await server.close().catch(() => {});
     process.exit(0);
   };
-  process.stdin.once("end", () => void stop("client closed stdin"));
-  process.stdin.once("close", () => void stop("client closed stdin"));
+  // The front reads stdin from launch: the client may have closed it before this line runs.
+  void front.gone.then(() => stop("client closed stdin"));
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
   await server.connect(front.transport());

@@ -93,6 +93,26 @@ describe("the stdio front", () => {
     await server.close();
   });
 
+  it("tells that the client closed stdin, even when it did so before the server was attached", async () => {
+    const { front, input } = harness();
+    let gone = false;
+    void front.gone.then(() => {
+      gone = true;
+    });
+    input.end();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(gone).toBe(true);
+    // And the server attached later learns it too.
+    const server = realServer();
+    let closed = false;
+    server.server.onclose = () => {
+      closed = true;
+    };
+    await server.connect(front.transport());
+    await new Promise((r) => setTimeout(r, 20));
+    expect(closed).toBe(true);
+  });
+
   it("leaves a malformed initialize to the SDK server, which answers it with its own error", async () => {
     const { front, send, lines, settle } = harness();
     send({ jsonrpc: "2.0", id: 7, method: "initialize", params: { protocolVersion: 5 } });
