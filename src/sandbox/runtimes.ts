@@ -36,8 +36,8 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
     command: (memoryMiB) => ["/usr/local/bin/node", `--max-old-space-size=${memoryMiB}`, "--experimental-vm-modules", "/opt/codebox/runner.cjs"],
     env: ["NODE_NO_WARNINGS=1"],
-    // A warm container loads its module hooks at boot, while nobody waits: a cold one loads them
-    // only if its code needs them (docs/PERFORMANCE.md).
+    // A warm container under runsc loads its module hooks at boot, while nobody waits; otherwise
+    // they load only if the code needs them (docs/PERFORMANCE.md).
     warmEnv: ["CODEBOX_RUNNER_WARM=1"],
     path: "/usr/local/bin",
   },
