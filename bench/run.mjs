@@ -368,6 +368,8 @@ function render(result) {
     }
     const nodeDr = r.languages.node.dockerRunRm.p50;
     lines.push(`## ${r.runtime}`, "");
+    // A section kept from an earlier full run (a run of one runtime with BENCH_RUNTIMES merges into it).
+    if (r.measuredAt) lines.push(`These figures are from the full run of ${r.measuredAt} (host \`node -e 0\` p50 ${r.hostNodeThen?.p50} ms then); their ratios use that run's baselines.`, "");
     lines.push("| language | `docker run --rm` p50 | cold p50 / p95 | think p50 / p95 (warm) | back to back p50 / p95 (warm) | burst 3 wall p50 / p95 (warm) | burst 8 wall p50 / p95 (warm) |");
     lines.push("| --- | --- | --- | --- | --- | --- | --- |");
     for (const [lang, m] of Object.entries(r.languages)) {
