@@ -35,6 +35,16 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
   return cond();
 }
 
+/** Whether alice's and bob's runs reach the same upstream process on a new bridge. */
+async function shared(perUser: boolean | undefined, options: { multiUser?: boolean } = {}): Promise<boolean> {
+  const bridge = makeBridge(perUser, options);
+  try {
+    return (await upstreamPid(bridge, "alice")) === (await upstreamPid(bridge, "bob"));
+  } finally {
+    await bridge.close();
+  }
+}
+
 /** The upstream's process id as one user's run sees it, through that run's own callback socket. */
 async function upstreamPid(bridge: Bridge, userId: string): Promise<string> {
   const slot = await bridge.openSlot(userId);
@@ -71,41 +81,21 @@ describe("upstream servers marked perUser", () => {
   });
 
   it("are shared by everyone when not marked (one process for all)", { timeout: 60_000 }, async () => {
-    const bridge = makeBridge(false);
-    try {
-      expect(await upstreamPid(bridge, "alice")).toBe(await upstreamPid(bridge, "bob"));
-    } finally {
-      await bridge.close();
-    }
+    expect(await shared(false)).toBe(true);
   });
 });
 
 describe("the default on a multi-user server (HTTP)", () => {
   it("is one instance per user when the server says nothing", { timeout: 60_000 }, async () => {
-    const bridge = makeBridge(undefined, { multiUser: true });
-    try {
-      expect(await upstreamPid(bridge, "alice")).not.toBe(await upstreamPid(bridge, "bob"));
-    } finally {
-      await bridge.close();
-    }
+    expect(await shared(undefined, { multiUser: true })).toBe(false);
   });
 
   it("is shared when the operator marks the server \"perUser\": false", { timeout: 60_000 }, async () => {
-    const bridge = makeBridge(false, { multiUser: true });
-    try {
-      expect(await upstreamPid(bridge, "alice")).toBe(await upstreamPid(bridge, "bob"));
-    } finally {
-      await bridge.close();
-    }
+    expect(await shared(false, { multiUser: true })).toBe(true);
   });
 
   it("stays shared over stdio (one user) when the server says nothing", { timeout: 60_000 }, async () => {
-    const bridge = makeBridge(undefined);
-    try {
-      expect(await upstreamPid(bridge, "alice")).toBe(await upstreamPid(bridge, "bob"));
-    } finally {
-      await bridge.close();
-    }
+    expect(await shared(undefined)).toBe(true);
   });
 });
 
