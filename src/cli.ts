@@ -110,6 +110,9 @@ async function main(argv: string[]): Promise<number> {
       logLevel: values["log-level"] ?? (interactive && !process.env.CODEBOX_LOG_LEVEL ? (command === "run" ? "warn" : "info") : undefined),
     },
   });
+  // The longest message a client may need to send: a write_file at the limit (base64) or code at its
+  // limit with every character escaped, and room for the rest of the request.
+  front?.setLimits({ maxLineBytes: Math.max(64 * 1024 * 1024, Math.ceil((config.storage.maxWriteBytes * 4) / 3), config.sandbox.maxCodeBytes * 6) + 1024 * 1024 });
   const logger = createLogger({ level: config.logLevel as LogLevel, pretty: interactive });
   for (const w of warnings) logger.warn(w);
 

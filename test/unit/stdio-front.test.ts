@@ -12,7 +12,7 @@ import { loadConfig } from "../../src/config/load.js";
 import { initializeResult, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "../../src/mcp/identity.js";
 import { createMcpServer } from "../../src/mcp/server.js";
 import { createLogger } from "../../src/shared/logger.js";
-import { StdioFront } from "../../src/transport/stdio-front.js";
+import { DEFAULT_FRONT_LIMITS, type FrontLimits, StdioFront } from "../../src/transport/stdio-front.js";
 
 const config = loadConfig({ env: {}, flags: { dataDir: "/nonexistent-front-test" } });
 
@@ -32,7 +32,7 @@ function realServer(): McpServer {
 
 const init = (id: number, protocolVersion: string) => ({ jsonrpc: "2.0", id, method: "initialize", params: { protocolVersion, capabilities: {}, clientInfo: { name: "t", version: "1" } } });
 
-function harness() {
+function harness(limits?: Partial<FrontLimits>) {
   const input = new PassThrough();
   const output = new PassThrough();
   const lines: Array<Record<string, unknown>> = [];
@@ -44,7 +44,7 @@ function harness() {
       buf = buf.slice(nl + 1);
     }
   });
-  const front = new StdioFront(input, output);
+  const front = new StdioFront(input, output, { ...DEFAULT_FRONT_LIMITS, ...limits });
   const send = (m: unknown) => input.write(`${JSON.stringify(m)}\n`);
   const settle = () => new Promise((r) => setTimeout(r, 20));
   return { front, send, lines, settle, input };
@@ -145,4 +145,60 @@ describe("the stdio front", () => {
     await client.close();
     await server.close();
   });
+
+  it("drops a line over the limit, answers its request with an error naming the limit, and reads the next line", async () => {
+    const { front, lines, settle, input } = harness({ maxLineBytes: 10_000 });
+    send0(input, init(1, SDK_LATEST));
+    // A long message sent in many small writes, as a pipe delivers it.
+    const long = JSON.stringify({ jsonrpc: "2.0", id: 9, method: "tools/call", params: { name: "execute_code", arguments: { code: "x".repeat(50_000) } } });
+    for (let i = 0; i < long.length; i += 4096) input.write(long.slice(i, i + 4096));
+    input.write("\n");
+    send0(input, { jsonrpc: "2.0", id: 10, method: "ping" });
+    await settle();
+    expect(lines.map((l) => l.id)).toEqual([1, 9, 10]);
+    expect(lines[1]).toMatchObject({ id: 9, error: { code: -32600, message: expect.stringContaining("over 10000 bytes") } });
+    front.detach();
+  });
+
+  it("holds a bounded number of messages while the server loads, refusing requests past it with an error to retry", async () => {
+    const { front, lines, settle, input } = harness({ maxHeld: 3 });
+    send0(input, init(1, SDK_LATEST));
+    for (let id = 2; id <= 6; id++) send0(input, { jsonrpc: "2.0", id, method: "tools/list", params: {} });
+    await settle();
+    expect(lines.map((l) => l.id)).toEqual([1, 5, 6]);
+    expect(lines[1]).toMatchObject({ error: { message: expect.stringContaining("retry") } });
+    const server = realServer();
+    await server.connect(front.transport());
+    await settle();
+    // The held ones are answered after the hand-over, and the bound no longer applies.
+    for (let id = 7; id <= 12; id++) send0(input, { jsonrpc: "2.0", id, method: "ping" });
+    await settle();
+    expect(lines.map((l) => l.id)).toEqual([1, 5, 6, 2, 3, 4, 7, 8, 9, 10, 11, 12]);
+    await server.close();
+  });
+
+  it("joins a character split across two reads", async () => {
+    const { front, lines, settle, input } = harness();
+    const bytes = Buffer.from(`${JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: SDK_LATEST, capabilities: {}, clientInfo: { name: "é€😀", version: "1" } } })}\n`);
+    const at = bytes.indexOf(Buffer.from("€")) + 1; // inside the three bytes of "€"
+    input.write(bytes.subarray(0, at));
+    await settle();
+    input.write(bytes.subarray(at));
+    await settle();
+    expect(lines.map((l) => l.id)).toEqual([1]);
+    const server = realServer();
+    let seen = "";
+    server.server.oninitialized = () => {
+      seen = server.server.getClientVersion()?.name ?? "";
+    };
+    await server.connect(front.transport());
+    send0(input, { jsonrpc: "2.0", method: "notifications/initialized" });
+    await settle();
+    expect(seen).toBe("é€😀");
+    await server.close();
+  });
 });
+
+function send0(input: PassThrough, m: unknown) {
+  input.write(`${JSON.stringify(m)}\n`);
+}
