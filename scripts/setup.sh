@@ -47,6 +47,15 @@ if is_root && have_apt; then
     say "installing python3-minimal and libpython3-stdlib (CPython for the Python sandbox image)"
     apt_install python3-minimal libpython3-stdlib || say "CPython could not be installed; the python runtime will not build offline"
   fi
+  # The Python data stack (numpy, pandas, matplotlib, scipy, openpyxl, Pillow) for the data image
+  # (sandbox.pythonPackages "data", the default); PYTHON_DATA_PACKAGES in src/sandbox/docker/rootfs.ts.
+  data_pkgs="python3-numpy python3-pandas python3-matplotlib python3-scipy python3-openpyxl python3-pil"
+  # shellcheck disable=SC2086
+  if ! dpkg -s $data_pkgs >/dev/null 2>&1; then
+    say "installing the Python data stack from Debian's packages (for the Python sandbox image)"
+    # shellcheck disable=SC2086
+    apt_install --no-install-recommends $data_pkgs || say "the data stack could not be installed; set sandbox.pythonPackages to \"stdlib\" or the Python image will not build offline"
+  fi
   if ! command -v runsc >/dev/null 2>&1; then
     say "installing runsc (gVisor) from Debian's packages"
     apt_install runsc || say "runsc could not be installed; continuing with runc only"

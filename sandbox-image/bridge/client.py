@@ -60,13 +60,13 @@ def _connection() -> http.client.HTTPConnection:
 _local = threading.local()
 
 
-def _post(body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+def _post(body: bytes, headers: dict[str, str], path: str = PROTOCOL["callPath"]) -> tuple[int, str]:
     conn: http.client.HTTPConnection | None = getattr(_local, "conn", None)
     reused = conn is not None and conn.sock is not None
     if conn is None:
         conn = _local.conn = _connection()
     try:
-        conn.request("POST", PROTOCOL["callPath"], body=body, headers=headers)
+        conn.request("POST", path, body=body, headers=headers)
         res = conn.getresponse()
         status, text = res.status, res.read().decode("utf-8", "replace")
         if res.will_close:
@@ -78,7 +78,7 @@ def _post(body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         if not reused:
             raise
         # A kept connection the bridge closed just as this call went out: the call never arrived.
-        return _post(body, headers)
+        return _post(body, headers, path)
     except BaseException:
         conn.close()
         _local.conn = None

@@ -32,53 +32,61 @@ const agent = new Agent({ keepAlive: true, maxSockets: 4 });
 
 /** Calls `tool` on the upstream `server` and returns the raw MCP result. */
 export async function callMCPTool(server: string, tool: string, args: Record<string, unknown> = {}): Promise<CallToolResult> {
+  const body = JSON.stringify({ server, tool, arguments: args });
+  let answer: { status: number; text: string };
   try {
-    return await post(server, tool, args);
+    answer = await bridgeRequest(PROTOCOL.callPath, body, { "content-type": "application/json" });
   } catch (err) {
-    // A kept connection the bridge closed just as this call went out: the call never arrived.
-    if (err instanceof StaleConnection) return post(server, tool, args);
-    throw err;
+    throw new MCPToolError(`${server}.${tool}: the codebox bridge is unreachable (${(err as Error).message})`);
   }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(answer.text);
+  } catch {
+    parsed = { error: answer.text };
+  }
+  if (answer.status === 200) return parsed as CallToolResult;
+  throw new MCPToolError(`${server}.${tool}: ${(parsed as { error?: string }).error ?? `HTTP ${answer.status}`}`, undefined, answer.status);
 }
 
 class StaleConnection extends Error {}
 
-function post(server: string, tool: string, args: Record<string, unknown>): Promise<CallToolResult> {
+/** One POST to the run's bridge, with its token; retried once when a kept connection had gone stale. */
+export async function bridgeRequest(path: string, body: string | Uint8Array, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  try {
+    return await post(path, body, headers);
+  } catch (err) {
+    // A kept connection the bridge closed just as this request went out: it never arrived.
+    if (err instanceof StaleConnection) return post(path, body, headers);
+    throw err;
+  }
+}
+
+function post(path: string, body: string | Uint8Array, headers: Record<string, string>): Promise<{ status: number; text: string }> {
   const token = process.env[PROTOCOL.tokenEnv];
   // Unix socket by default; a URL in the bridge's TCP mode (engines that cannot share a socket).
   const urlText = process.env[PROTOCOL.urlEnv];
   const url = urlText ? new URL(urlText) : undefined;
   const where = url ? { host: url.hostname, port: Number(url.port) } : { socketPath: process.env[PROTOCOL.socketEnv] || PROTOCOL.defaultSocket };
-  const body = JSON.stringify({ server, tool, arguments: args });
   return new Promise((resolve, reject) => {
     const req: ClientRequest = request(
       {
         ...where,
         agent,
-        path: PROTOCOL.callPath,
+        path,
         method: "POST",
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${token ?? ""}` },
+        headers: { ...headers, "content-length": typeof body === "string" ? Buffer.byteLength(body) : body.byteLength, authorization: `Bearer ${token ?? ""}` },
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("error", reject);
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = { error: text };
-          }
-          if (res.statusCode === 200) resolve(parsed as CallToolResult);
-          else reject(new MCPToolError(`${server}.${tool}: ${(parsed as { error?: string }).error ?? `HTTP ${res.statusCode}`}`, undefined, res.statusCode));
-        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
       },
     );
     req.on("error", (err: NodeJS.ErrnoException) => {
       if (req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE")) reject(new StaleConnection(err.message));
-      else reject(new MCPToolError(`${server}.${tool}: the codebox bridge is unreachable (${err.message})`));
+      else reject(err);
     });
     req.end(body);
   });

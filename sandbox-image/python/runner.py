@@ -9,6 +9,7 @@
 import ast
 import asyncio
 import atexit
+import builtins
 import json
 import linecache
 import os
@@ -56,6 +57,14 @@ def print_error(err):
     sys.stderr.write("".join(te.format()))
 
 
+def display(*objs, **kwargs):
+    """Shows images (matplotlib figures, PIL images, PNG/JPEG/GIF/WebP/SVG bytes) in the run's
+    result, and pandas frames as tables: servers.display.display, a builtin in every run."""
+    from servers.display import display as show_in_result
+
+    return show_in_result(*objs, **kwargs)
+
+
 class HyphenatedSkills:
     """`import skills.parse_csv` finds the skill folder /skills/parse-csv (skill names use "-")."""
 
@@ -85,6 +94,12 @@ def main():
     for key, value in (payload.get("env") or {}).items():
         if isinstance(key, str) and isinstance(value, str):
             os.environ[key] = value
+
+    # Images: display() as a builtin, and matplotlib's plt.show() into the result, when this
+    # run's /servers has the helper (it is generated with the bridge client).
+    if os.path.isfile("/servers/display.py"):
+        os.environ["MPLBACKEND"] = "module://servers._display_mpl"
+        builtins.display = display
 
     # Output reaches the caller line by line while the code runs (progress notifications).
     sys.stdout.reconfigure(line_buffering=True)

@@ -6,7 +6,7 @@ import type { Config } from "../config/schema.js";
 import type { Logger } from "../shared/logger.js";
 import { RunEndedError } from "../shared/errors.js";
 import { BRIDGE_ENV, SANDBOX_SERVERS_DIR, SANDBOX_SOCKET_DIR, SANDBOX_SOCKET_PATH, SOCKET_NAME } from "../protocol/bridge.js";
-import { type CallbackEvent, type CallbackStats, RunCallbackServer } from "./callback-server.js";
+import { type CallbackEvent, type CallbackStats, type DisplayReceiver, RunCallbackServer } from "./callback-server.js";
 import { RunTokens } from "./run-tokens.js";
 import { type SearchDetail, type SearchHit, searchTools } from "./search.js";
 import type { DisabledServer } from "./codegen/servers-tree.js";
@@ -35,7 +35,7 @@ export interface BridgeSlot {
   mounts: BridgeMount[];
   network?: { mode: string; extraHosts: string[] };
   /** Issues the run's token; returns the variables the runner sets for the code. */
-  bind(run: { runId: string; timeoutMs: number }): Record<string, string>;
+  bind(run: { runId: string; timeoutMs: number; display?: DisplayReceiver | undefined }): Record<string, string>;
   /** Calls made and refused so far through this slot. */
   stats(): CallbackStats;
   /** Aborted, with a RunEndedError, when the run misbehaves on its bridge: the run must end. */
@@ -214,7 +214,7 @@ export class Bridge {
         bind: (run): Record<string, string> => {
           if (runId) throw new Error("a bridge slot serves one run only");
           runId = run.runId;
-          callback.bind(run.runId);
+          callback.bind(run.runId, run.display);
           const token = this.tokens.issue({ runId: run.runId, userId, servers, deadline: Date.now() + run.timeoutMs + START_MARGIN_MS });
           const env: Record<string, string> = tcp
             ? { [BRIDGE_ENV.url]: `http://${tcpHost}:${callback.port}`, [BRIDGE_ENV.token]: token }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { errorMessage } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
-import { BRIDGE_CALL_PATH, type BridgeErrorBody, type RefusalReason, SOCKET_NAME } from "../protocol/bridge.js";
+import { BRIDGE_CALL_PATH, BRIDGE_DISPLAY_PATH, type BridgeErrorBody, DISPLAY_NAME_HEADER, type RefusalReason, SOCKET_NAME } from "../protocol/bridge.js";
 import type { RunTokens } from "./run-tokens.js";
 import type { UpstreamConnection } from "./upstream-pool.js";
 
@@ -22,6 +22,18 @@ export interface CallbackLimits {
   maxRefusalsPerRun: number;
   /** Time a request may take to arrive whole (headers and body). */
   requestTimeoutMs: number;
+}
+
+/**
+ * Receives what the run's code shows (POST BRIDGE_DISPLAY_PATH): bytes and claims from the
+ * sandbox, already authenticated and bounded in size; it decides what the result carries.
+ */
+export interface DisplayReceiver {
+  /** The largest body read; a longer one is refused (413) without being read. */
+  readonly maxBytes: number;
+  receive(item: { data: Buffer; mime: string | undefined; name: string | undefined }): Promise<{ status: number; body: { ok?: true; shown?: string; error?: string } }>;
+  /** A display refused before it reached receive() (its body was too large). */
+  refused(message: string): void;
 }
 
 /** Refusals logged and audited one by one; past this only counted (and summed up when the run ends). */
@@ -65,6 +77,8 @@ export class RunCallbackServer {
   private runId: string;
   /** TCP mode: the port the callback listens on. */
   private listenPort = 0;
+  /** Where the bound run's display posts go (none before bind, or for a run without one). */
+  private display: DisplayReceiver | undefined;
 
   private constructor(
     /** Names the endpoint in logs until a run is bound. */
@@ -91,8 +105,9 @@ export class RunCallbackServer {
   }
 
   /** The run this endpoint serves from now on (once: a slot serves one run). */
-  bind(runId: string): void {
+  bind(runId: string, display?: DisplayReceiver): void {
     this.runId = runId;
+    this.display = display;
   }
 
   stats(): CallbackStats {
@@ -156,9 +171,9 @@ export class RunCallbackServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method !== "POST" || req.url !== BRIDGE_CALL_PATH) {
+    if (req.method !== "POST" || (req.url !== BRIDGE_CALL_PATH && req.url !== BRIDGE_DISPLAY_PATH)) {
       req.resume();
-      this.refuse(res, 404, "not-found", `only POST ${BRIDGE_CALL_PATH} is served here`);
+      this.refuse(res, 404, "not-found", `only POST ${BRIDGE_CALL_PATH} and ${BRIDGE_DISPLAY_PATH} are served here`);
       return;
     }
     // Security: authenticate before reading the body.
@@ -172,6 +187,10 @@ export class RunCallbackServer {
     if (this.ended) {
       req.resume();
       this.refuse(res, 401, "run-ended", "the run has ended");
+      return;
+    }
+    if (req.url === BRIDGE_DISPLAY_PATH) {
+      await this.handleDisplay(req, res);
       return;
     }
     let body: unknown;
@@ -235,6 +254,62 @@ export class RunCallbackServer {
       const message = errorMessage(err);
       this.deps.onEvent?.({ ...event, ok: false, durationMs: Date.now() - started, responseBytes: 0, error: message });
       send(res, 502, { error: `${server}.${tool} failed: ${message}` });
+    } finally {
+      this.inflight.delete(ac);
+    }
+  }
+
+  /**
+   * An image the code shows: counted as a call (the per-run call and in-flight limits hold), read
+   * up to the receiver's limit, then handed to it. A display the receiver refuses is answered
+   * with its reason but is not a refusal of the bridge: the run goes on.
+   */
+  private async handleDisplay(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const display = this.display;
+    if (!display) {
+      req.resume();
+      this.refuse(res, 404, "not-found", "this run cannot show images");
+      return;
+    }
+    if (this.calls + this.refusals >= this.deps.limits.maxCallsPerRun) {
+      req.resume();
+      this.refuse(res, 429, "call-limit", `this run has made ${this.calls} bridge calls and ${this.refusals} refused ones, the limit per run`);
+      return;
+    }
+    if (this.inflight.size >= this.deps.limits.maxInFlightPerRun) {
+      req.resume();
+      this.refuse(res, 429, "too-many-in-flight", `this run has ${this.inflight.size} bridge calls waiting for their answer, the most at once`);
+      return;
+    }
+    this.calls++;
+    const ac = new AbortController();
+    this.inflight.add(ac);
+    try {
+      let data: Buffer;
+      try {
+        data = await readBody(req, display.maxBytes);
+      } catch (err) {
+        if ((err as { status?: number }).status !== 413) throw err;
+        res.setHeader("connection", "close");
+        const message = `an image over ${display.maxBytes} bytes was not shown: make it smaller (a lower dpi or size), or save it in /workspace and name the folder in outputs`;
+        display.refused(message);
+        send(res, 413, { error: message, reason: "too-large" });
+        return;
+      }
+      if (this.ended) return;
+      const mime = typeof req.headers["content-type"] === "string" ? req.headers["content-type"].split(";")[0]!.trim().toLowerCase() : undefined;
+      const rawName = req.headers[DISPLAY_NAME_HEADER];
+      let name: string | undefined;
+      try {
+        name = typeof rawName === "string" ? decodeURIComponent(rawName) : undefined;
+      } catch {
+        name = undefined;
+      }
+      const answer = await display.receive({ data, mime, name });
+      if (this.ended) return;
+      const text = JSON.stringify(answer.body);
+      res.writeHead(answer.status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+      res.end(text);
     } finally {
       this.inflight.delete(ac);
     }

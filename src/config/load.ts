@@ -17,6 +17,7 @@ export const ENV_KEYS: ReadonlyArray<{ env: string; key: string; type: "string" 
   { env: "CODEBOX_IMAGE_PYTHON", key: "sandbox.images.python", type: "string" },
   { env: "CODEBOX_RUNTIMES", key: "sandbox.runtimes", type: "list" },
   { env: "CODEBOX_OCI_RUNTIME", key: "sandbox.ociRuntime", type: "string" },
+  { env: "CODEBOX_PYTHON_PACKAGES", key: "sandbox.pythonPackages", type: "string" },
   { env: "CODEBOX_PROFILE", key: "sandbox.profile", type: "string" },
   { env: "CODEBOX_SANDBOX_UID", key: "sandbox.uid", type: "int" },
   { env: "CODEBOX_MAX_CODE_BYTES", key: "sandbox.maxCodeBytes", type: "int" },

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { RUNTIMES } from "../shared/languages.js";
+import { PYTHON_PACKAGES, RUNTIMES } from "../shared/languages.js";
 
 /** OCI runtimes a sandbox can run under. ("Runtime" alone means node, bun or python.) */
 export const OCI_RUNTIMES = ["runc", "runsc"] as const;
@@ -88,6 +88,8 @@ export const ConfigSchema = z
           .min(1, "list at least one runtime: node, bun, python")
           .default([...RUNTIMES])
           .transform((l) => [...new Set(l)]),
+        /** The Python image: "data" (numpy, pandas, matplotlib, scipy, openpyxl, Pillow) or "stdlib" (smaller, starts faster). */
+        pythonPackages: z.enum(PYTHON_PACKAGES).default("data"),
         /** The OCI runtime the engine starts sandboxes with: runc, or runsc (gVisor). */
         ociRuntime: z.enum(OCI_RUNTIMES).default("runc"),
         profile: z.enum(PROFILE_NAMES).default("standard"),
@@ -138,6 +140,22 @@ export const ConfigSchema = z
         maxReadBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(32 * 1024 * 1024),
         maxWriteBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(8 * 1024 * 1024),
         spillMaxBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(32 * 1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    /** Images a run shows (display(), plt.show()) and files it returns (outputs). */
+    display: z
+      .object({
+        /** Images shown per run, inline and saved together; past it, refused with a line in the result. */
+        maxImages: z.number().int().min(0).max(100).default(8),
+        /** The largest image a run may show (bytes); a larger one is refused unread. */
+        maxImageBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+        /** Images up to this size come back as image content; larger ones are saved in /workspace and linked. */
+        inlineMaxBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
+        /** Inline images of one result together; past it, the next ones are saved and linked. */
+        maxInlineTotalBytes: z.number().int().min(0).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+        /** Files one result returns from the run's outputs folder. */
+        maxOutputs: z.number().int().min(0).max(1000).default(20),
       })
       .strict()
       .prefault({}),

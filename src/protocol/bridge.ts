@@ -2,8 +2,16 @@
 // definition, used by the host (bridge/) and by the sandbox clients (sandbox-image/bridge/), which
 // receive it as a module generated from these constants (bridge/codegen/clients.ts).
 
-/** The one endpoint the callback server serves. */
+/** The endpoint for upstream tool calls. */
 export const BRIDGE_CALL_PATH = "/internal/mcp-call";
+
+/**
+ * The endpoint that shows an image in the run's result: the body is the image's bytes, the
+ * content-type its claimed type (checked against the bytes), DISPLAY_NAME_HEADER an optional
+ * label (percent-encoded). The helpers /servers/display.ts and /servers/display.py post here.
+ */
+export const BRIDGE_DISPLAY_PATH = "/internal/display";
+export const DISPLAY_NAME_HEADER = "x-codebox-name";
 
 /** Where the run's socket directory is mounted in the sandbox, and the socket's name in it. */
 export const SANDBOX_SOCKET_DIR = "/run/codebox";
@@ -57,6 +65,8 @@ export interface BridgeErrorBody {
 /** The constants a sandbox client needs, as one plain object (written into the generated protocol modules). */
 export const CLIENT_PROTOCOL = {
   callPath: BRIDGE_CALL_PATH,
+  displayPath: BRIDGE_DISPLAY_PATH,
+  nameHeader: DISPLAY_NAME_HEADER,
   defaultSocket: SANDBOX_SOCKET_PATH,
   tokenEnv: BRIDGE_ENV.token,
   socketEnv: BRIDGE_ENV.socket,

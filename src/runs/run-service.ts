@@ -13,7 +13,8 @@ import { type AuditLog, type RunAuditRecord, noAudit } from "../stores/audit.js"
 import type { SkillStore } from "../stores/skills.js";
 import type { UserDirectories } from "../stores/user-dirs.js";
 import { RunLimiter } from "./admission.js";
-import { FullOutput, type WorkspaceWriter } from "./full-output.js";
+import { RunDisplays, type ShownItem, type WorkspaceFiles, outputsFolder, returnOutputs } from "./display.js";
+import { FullOutput } from "./full-output.js";
 import { loadNodeMainTools, prepareNodeMain } from "./node-main.js";
 import { type WarmEntry, WarmPool } from "./warm-pool.js";
 
@@ -27,6 +28,8 @@ export interface ExecuteRequest {
   profile?: ProfileName | undefined;
   signal?: AbortSignal | undefined;
   onOutput?: ((stream: "stdout" | "stderr", chunk: Buffer) => void) | undefined;
+  /** A folder in /workspace whose files written by this run the result returns. */
+  outputs?: string | undefined;
 }
 
 /** What a run did, as the tools report it. */
@@ -37,6 +40,10 @@ export interface RunResult extends Omit<SandboxOutcome, "stdoutSpill" | "stderrS
   /** Workspace-relative paths of the saved full output, when a stream passed the cap. */
   stdoutFile?: string | undefined;
   stderrFile?: string | undefined;
+  /** Images the code showed and files it returned (outputs), in order. */
+  shown: ShownItem[];
+  /** Lines about what was not shown or returned, and why. */
+  notes: string[];
 }
 
 export interface RunServiceDeps {
@@ -49,8 +56,8 @@ export interface RunServiceDeps {
   metrics?: Metrics | undefined;
   /** Starter skills to mount read-only at /skills/<name>. */
   skills?: SkillStore | undefined;
-  /** Where a run's full output goes when it passes the cap (a resource_link to it). */
-  files?: WorkspaceWriter | undefined;
+  /** Where a run's full output and big images go (a resource_link to them), and where outputs are read. */
+  files?: WorkspaceFiles | undefined;
 }
 
 /** Warm containers are per user, profile and runtime: mounts and image are fixed at creation. */
@@ -153,8 +160,11 @@ export class RunService {
       throw new InputError(`timeoutMs ${req.timeoutMs} is above this server's limit of ${limits.timeoutMs} ms (profile "${limits.name}"). Omit timeoutMs or pass at most ${limits.timeoutMs}.`);
     }
     const runtime = runtimeFor(req.language, req.runtime, this.config.sandbox.runtimes);
+    const outputs = req.outputs === undefined ? undefined : outputsFolder(req.outputs);
+    if (typeof outputs === "object") throw new InputError(outputs.error);
+    if (outputs !== undefined && !this.deps.files) throw new InputError("this server keeps no workspace files: omit outputs");
     if (!this.accepting) throw new BusyError("it is shutting down and takes no new runs");
-    return { limits, runtime, bytes, timeoutMs: req.timeoutMs ?? limits.timeoutMs };
+    return { limits, runtime, bytes, outputs, timeoutMs: req.timeoutMs ?? limits.timeoutMs };
   }
 
   /**
@@ -173,7 +183,7 @@ export class RunService {
   }
 
   async execute(req: ExecuteRequest): Promise<RunResult> {
-    const { limits, runtime, bytes, timeoutMs } = this.validate(req);
+    const { limits, runtime, bytes, outputs, timeoutMs } = this.validate(req);
     const release = await this.admission.acquire(req.userId, req.signal);
     const runId = randomUUID();
     const record: Omit<RunAuditRecord, "durationMs" | "exitCode" | "timedOut" | "oomKilled" | "canceled" | "upstreamCalls" | "refusals"> = {
@@ -192,9 +202,10 @@ export class RunService {
       this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, runtime, codeBytes: bytes });
       const sandbox = await this.sandboxFor(req, limits.name, runtime, runId, timeoutMs);
       slot = sandbox.slot;
+      const displays = new RunDisplays(this.config.display, this.deps.files, req.userId, runId);
       let env: Record<string, string>;
       try {
-        env = slot?.bind({ runId, timeoutMs }) ?? {};
+        env = slot?.bind({ runId, timeoutMs, display: displays }) ?? {};
       } catch (err) {
         await this.deps.backend.discard(sandbox.prepared);
         throw err;
@@ -203,6 +214,7 @@ export class RunService {
       const main = runtime === "node" ? await prepareNodeMain(req.code, req.language) : { code: req.code, language: req.language, plain: false };
       // The run ends when its client cancels, or when its bridge finds it misbehaving.
       const signals = [req.signal, slot?.ended].filter((s): s is AbortSignal => s !== undefined);
+      const started = Date.now();
       const outcome = await this.deps.backend.run(sandbox.prepared, {
         runId,
         language: main.language,
@@ -216,7 +228,9 @@ export class RunService {
         spill: this.output.spillFor(runId),
       });
       const { stdoutSpill: _o, stderrSpill: _e, ...rest } = outcome;
-      const result: RunResult = { runId, warm: sandbox.warm, ...rest, ...(await this.output.keep(req.userId, runId, outcome)) };
+      const returned = outputs !== undefined && this.deps.files ? await returnOutputs(this.deps.files, this.config.display, req.userId, outputs, started, displays) : { items: [], lines: [] };
+      const shown = [...displays.items, ...returned.items];
+      const result: RunResult = { runId, warm: sandbox.warm, ...rest, ...(await this.output.keep(req.userId, runId, outcome)), shown, notes: [...displays.lines, ...returned.lines] };
       const stats = slot?.stats() ?? { calls: 0, refusals: 0 };
       this.deps.metrics?.run(outcomeOf(result), result.durationMs);
       this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: false, upstreamCalls: stats.calls, refusals: stats.refusals, warm: sandbox.warm });

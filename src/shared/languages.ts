@@ -9,6 +9,10 @@ export type Language = (typeof LANGUAGES)[number];
 export const RUNTIMES = ["node", "bun", "python"] as const;
 export type RuntimeName = (typeof RUNTIMES)[number];
 
+/** What the Python image holds besides the standard library: the data stack (numpy, pandas, matplotlib, scipy, openpyxl, Pillow) or nothing. */
+export const PYTHON_PACKAGES = ["data", "stdlib"] as const;
+export type PythonPackages = (typeof PYTHON_PACKAGES)[number];
+
 /** The runtimes a caller may pick for TypeScript/JavaScript (Python has exactly one). */
 export const JS_RUNTIMES = ["node", "bun"] as const;
 

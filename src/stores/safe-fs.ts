@@ -100,6 +100,8 @@ export interface Entry {
   path: string;
   kind: "file" | "dir" | "link" | "other";
   size: number;
+  /** Files: when the file was last created or changed (the kernel's clock; code cannot set it). */
+  ctimeMs: number;
 }
 
 /** Lists up to `limit` entries below `root` (depth-first), reporting links as links and never entering them. */
@@ -125,8 +127,9 @@ export async function listBeneath(root: string, limit: number, skip: (rel: strin
       const rel = [...segments, e.name].join("/");
       if (skip(rel)) continue;
       let size = 0;
-      if (e.isFile()) size = (await fs.lstat(viaFd(dir.fd, e.name)).catch(() => ({ size: 0 }))).size;
-      out.push({ path: rel, kind: e.isFile() ? "file" : e.isDirectory() ? "dir" : e.isSymbolicLink() ? "link" : "other", size });
+      let ctimeMs = 0;
+      if (e.isFile()) ({ size, ctimeMs } = await fs.lstat(viaFd(dir.fd, e.name)).catch(() => ({ size: 0, ctimeMs: 0 })));
+      out.push({ path: rel, kind: e.isFile() ? "file" : e.isDirectory() ? "dir" : e.isSymbolicLink() ? "link" : "other", size, ctimeMs });
       if (e.isDirectory()) subdirs.push(e.name);
     }
     await dir.close();

@@ -28,8 +28,8 @@ export class UserFiles {
     return { ...d, trash: join(d.root, ".trash") };
   }
 
-  async listWorkspace(userId: string, limit = 1_000): Promise<Entry[]> {
-    return listBeneath((await this.paths(userId)).workspace, limit);
+  async listWorkspace(userId: string, limit = 1_000, skip?: (rel: string) => boolean): Promise<Entry[]> {
+    return listBeneath((await this.paths(userId)).workspace, limit, skip);
   }
 
   async readWorkspace(userId: string, path: string): Promise<Buffer> {

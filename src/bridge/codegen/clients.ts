@@ -9,7 +9,7 @@ import { TS_HEADER } from "./typescript.js";
 import type { GeneratedFile } from "./types.js";
 
 /** Names at the top of /servers that no server folder may take. */
-export const RESERVED_TOP_LEVEL = ["client", "protocol", "_protocol", "index", "__init__", "__pycache__"];
+export const RESERVED_TOP_LEVEL = ["client", "protocol", "_protocol", "display", "_display_mpl", "index", "__init__", "__pycache__"];
 
 /** /servers/protocol.ts: the constants client.ts imports. */
 export function tsProtocolModule(): string {
@@ -21,23 +21,22 @@ export function pyProtocolModule(): string {
   return `${PY_HEADER}# The bridge protocol's constants (from codebox-mcp's src/protocol/bridge.ts).\nPROTOCOL = ${JSON.stringify(CLIENT_PROTOCOL, null, 4)}\n`;
 }
 
-let clients: { ts: string; py: string } | undefined;
+/** The sandbox-side sources shipped with the package, copied to /servers as they are. */
+const SHIPPED = ["client.ts", "client.py", "display.ts", "display.py", "_display_mpl.py"] as const;
 
-/** The client sources shipped with the package, read once. */
-function clientSources(): { ts: string; py: string } {
-  clients ??= {
-    ts: readFileSync(packagePath("sandbox-image", "bridge", "client.ts"), "utf8"),
-    py: readFileSync(packagePath("sandbox-image", "bridge", "client.py"), "utf8"),
-  };
-  return clients;
+let shipped: Map<string, string> | undefined;
+
+/** The shipped sources, read once. */
+function shippedSources(): Map<string, string> {
+  shipped ??= new Map(SHIPPED.map((name) => [name, readFileSync(packagePath("sandbox-image", "bridge", name), "utf8")]));
+  return shipped;
 }
 
 export function clientFiles(): GeneratedFile[] {
-  const { ts, py } = clientSources();
+  const sources = shippedSources();
   return [
-    { path: "client.ts", content: ts },
+    ...SHIPPED.map((path) => ({ path, content: sources.get(path)! })),
     { path: "protocol.ts", content: tsProtocolModule() },
-    { path: "client.py", content: py },
     { path: "_protocol.py", content: pyProtocolModule() },
     { path: "__init__.py", content: `${PY_HEADER}"""Upstream MCP servers' tools: \`from servers.<server> import <tool>\` (see index.json)."""\n` },
   ];

@@ -32,6 +32,11 @@ export function executeCodeInput(enabled: readonly RuntimeName[]) {
         }
       : {}),
     timeoutMs: z.number().int().positive().optional().describe("Wall-clock limit in ms; defaults to and is capped by the server's limit."),
+    outputs: z
+      .string()
+      .max(1024)
+      .optional()
+      .describe('A folder in /workspace (e.g. "reports"): files the code writes there come back in the result (links; small images shown).'),
   };
 }
 
@@ -48,6 +53,21 @@ export const executeCodeOutput = {
   oomKilled: z.boolean().describe("It ran out of memory: killed at the memory limit, or its runtime gave up (V8's heap limit, an uncaught Python MemoryError)."),
   stdoutTruncated: z.boolean(),
   stderrTruncated: z.boolean(),
+  shown: z
+    .array(
+      z.object({
+        label: z.string(),
+        mimeType: z.string(),
+        inline: z.boolean().describe("In this result as image content; otherwise saved and linked (uri)."),
+        uri: z.string().optional(),
+        bytes: z.number().int(),
+        width: z.number().int().optional(),
+        height: z.number().int().optional(),
+      }),
+    )
+    .optional()
+    .describe("Images the code showed and files it returned (outputs)."),
+  notes: z.array(z.string()).optional().describe("What was not shown or returned, and why."),
 };
 
 export interface ExecuteCodeDeps {
@@ -152,7 +172,9 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
           timeoutMs: args.timeoutMs,
           signal: extra.signal,
           onOutput: feedback.onOutput,
+          outputs: args.outputs,
         });
+        const shown = shownContent(result);
         const links = (
           [
             ["stdout", result.stdoutFile],
@@ -169,7 +191,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
             size: stream === "stdout" ? Math.min(result.stdoutBytes, SPILL_SIZE_UNKNOWN) : Math.min(result.stderrBytes, SPILL_SIZE_UNKNOWN),
           }));
         return {
-          content: [{ type: "text", text: formatRunText(result) }, ...links],
+          content: [{ type: "text", text: formatRunText(result) }, ...links, ...shown.content],
           structuredContent: {
             ...(result.stdoutFile ? { stdoutFile: workspaceUri(result.stdoutFile) } : {}),
             ...(result.stderrFile ? { stderrFile: workspaceUri(result.stderrFile) } : {}),
@@ -181,6 +203,8 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
             oomKilled: result.oomKilled,
             stdoutTruncated: result.stdoutTruncated,
             stderrTruncated: result.stderrTruncated,
+            ...(shown.structured.length > 0 ? { shown: shown.structured } : {}),
+            ...(result.notes.length > 0 ? { notes: result.notes } : {}),
           },
         };
       } catch (err) {
@@ -190,6 +214,35 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
       }
     },
   );
+}
+
+function bytesText(n: number): string {
+  return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : n >= 1024 ? `${Math.round(n / 1024)} KiB` : `${n} bytes`;
+}
+
+/**
+ * What the code showed and returned, as content blocks: a line naming each item, then the image
+ * (MCP image content) or a resource_link to the saved file; lines for what was refused last.
+ */
+export function shownContent(r: Pick<RunResult, "shown" | "notes">) {
+  const content: Array<{ type: "text"; text: string } | { type: "image"; data: string; mimeType: string } | { type: "resource_link"; uri: string; name: string; mimeType: string; size: number; title?: string }> = [];
+  const structured: Array<{ label: string; mimeType: string; inline: boolean; uri?: string; bytes: number; width?: number; height?: number }> = [];
+  for (const item of r.shown) {
+    const dims = item.width !== undefined && item.height !== undefined ? { width: item.width, height: item.height } : {};
+    const px = item.width !== undefined ? `, ${item.width}×${item.height}` : "";
+    if (item.kind === "image") {
+      content.push({ type: "text", text: `[image: ${item.label} (${item.mime}${px}, ${bytesText(item.data.length)})]` });
+      content.push({ type: "image", data: item.data.toString("base64"), mimeType: item.mime });
+      structured.push({ label: item.label, mimeType: item.mime, inline: true, bytes: item.data.length, ...dims });
+    } else {
+      const uri = workspaceUri(item.path);
+      content.push({ type: "text", text: `[file: /workspace/${item.path} (${item.mime}${px}, ${bytesText(item.bytes)}) = ${uri}]` });
+      content.push({ type: "resource_link", uri, name: item.path.split("/").pop()!, title: item.label, mimeType: item.mime, size: item.bytes });
+      structured.push({ label: item.label, mimeType: item.mime, inline: false, uri, bytes: item.bytes, ...dims });
+    }
+  }
+  if (r.notes.length > 0) content.push({ type: "text", text: r.notes.map((n) => `[${n}]`).join("\n") });
+  return { content, structured };
 }
 
 const SPILL_SIZE_UNKNOWN = Number.MAX_SAFE_INTEGER;

@@ -7,12 +7,21 @@ import { pack, type Pack } from "tar-stream";
 import { ImageBuildError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { packagePath, packageVersion } from "../../shared/paths.js";
-import { BUN_VERSION, type RuntimeName } from "../../shared/languages.js";
+import { BUN_VERSION, type PythonPackages, type RuntimeName } from "../../shared/languages.js";
 import { RUNTIME_SPECS } from "../runtimes.js";
-import { Staging, stageRuntime } from "./rootfs.js";
+import { PYTHON_DATA_PACKAGES, Staging, stageRuntime } from "./rootfs.js";
+
+/**
+ * The data image's environment: one BLAS/OpenMP thread (a run has at most a CPU or so, and
+ * threads count against its process limit); matplotlib draws with Agg, keeps its config and font
+ * cache in the run's /tmp (the root is read-only), and `plt.show()` hands figures to the runner.
+ */
+export const DATA_ENV = ["OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1", "MPLCONFIGDIR=/tmp/.matplotlib", "MPLBACKEND=Agg"];
 
 /** Bump when an image's layout changes in a way the runner files do not show. */
 const IMAGE_RECIPE = "3";
+/** Bump when the Python data image's layout changes. */
+const DATA_RECIPE = "1";
 
 function runnerDir(runtime: RuntimeName): string {
   return packagePath("dist", "sandbox-image", runtime);
@@ -35,18 +44,23 @@ function readRunnerFiles(runtime: RuntimeName): Map<string, Buffer> {
  * would (Node: this machine's version; Bun: the pinned version), so an upgrade never runs
  * against a stale image.
  */
-export function defaultImageTag(runtime: RuntimeName = "node"): string {
+export function defaultImageTag(runtime: RuntimeName = "node", pythonPackages: PythonPackages = "data"): string {
   const hash = createHash("sha256");
   for (const [name, body] of readRunnerFiles(runtime)) hash.update(name).update(body);
   hash.update(IMAGE_RECIPE).update(runtime);
   if (runtime === "node") hash.update(process.version);
   if (runtime === "bun") hash.update(BUN_VERSION);
-  return `${RUNTIME_SPECS[runtime].repository}:${packageVersion()}-${hash.digest("hex").slice(0, 12)}`;
+  // The data stack is its own image (and tag): switching the setting never runs the other one.
+  const variant = runtime === "python" && pythonPackages === "data" ? "data-" : "";
+  if (variant) hash.update(DATA_RECIPE).update(PYTHON_DATA_PACKAGES.join(","));
+  return `${RUNTIME_SPECS[runtime].repository}:${packageVersion()}-${variant}${hash.digest("hex").slice(0, 12)}`;
 }
 
 export interface BuildOptions {
   runtime: RuntimeName;
   tag: string;
+  /** Python only: the data stack or the standard library alone. */
+  pythonPackages?: PythonPackages;
   /** true: never try a registry; false: never fall back; undefined: registry first, offline if it cannot be pulled. */
   offline?: boolean | undefined;
   logger: Logger;
@@ -58,7 +72,7 @@ export async function buildImage(docker: Docker, options: BuildOptions): Promise
     let pulled = true;
     for (const base of spec.registryBases) pulled = pulled && (await tryPull(docker, base, options.logger));
     if (pulled) {
-      await runBuild(docker, registryContext(options.runtime), options.tag, spec.dockerfile, options.runtime);
+      await runBuild(docker, registryContext(options.runtime), options.tag, spec.dockerfile, options.runtime, options.runtime === "python" ? { PACKAGES: options.pythonPackages ?? "data" } : {});
       return { tag: options.tag, method: "registry" };
     }
     if (options.offline === false) throw new ImageBuildError(`the base images ${spec.registryBases.join(", ")} cannot be pulled`);
@@ -66,9 +80,9 @@ export async function buildImage(docker: Docker, options: BuildOptions): Promise
   }
   const staging = await Staging.create();
   try {
-    await stageRuntime(options.runtime, staging, options.logger);
+    await stageRuntime(options.runtime, staging, options.logger, options.pythonPackages ?? "data");
     for (const [name, body] of readRunnerFiles(options.runtime)) await staging.write(`/opt/codebox/${name}`, body);
-    await staging.dockerfile(options.runtime);
+    await staging.dockerfile(options.runtime, options.runtime === "python" && options.pythonPackages !== "stdlib" ? DATA_ENV : []);
     await runBuild(docker, await directoryContext(staging), options.tag, "Dockerfile", options.runtime);
   } finally {
     await staging.remove();
@@ -106,10 +120,10 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
-async function runBuild(docker: Docker, context: Pack, tag: string, dockerfile: string, runtime: RuntimeName): Promise<void> {
+async function runBuild(docker: Docker, context: Pack, tag: string, dockerfile: string, runtime: RuntimeName, buildargs: Record<string, string> = {}): Promise<void> {
   let stream: NodeJS.ReadableStream;
   try {
-    stream = await docker.buildImage(Readable.from(context), { t: tag, dockerfile, rm: true, forcerm: true, labels: { "dev.codebox-mcp.image": "sandbox", "dev.codebox-mcp.runtime": runtime } });
+    stream = await docker.buildImage(Readable.from(context), { t: tag, dockerfile, buildargs, rm: true, forcerm: true, labels: { "dev.codebox-mcp.image": "sandbox", "dev.codebox-mcp.runtime": runtime } });
   } catch (err) {
     throw new ImageBuildError((err as Error).message, err);
   }

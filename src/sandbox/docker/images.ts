@@ -20,7 +20,7 @@ export class DockerImages {
     this.tags = {
       node: sandbox.image ?? defaultImageTag("node"),
       bun: sandbox.images.bun ?? defaultImageTag("bun"),
-      python: sandbox.images.python ?? defaultImageTag("python"),
+      python: sandbox.images.python ?? defaultImageTag("python", sandbox.pythonPackages),
     };
   }
 
@@ -64,7 +64,7 @@ export class DockerImages {
     }
     // warn, not info: the one line that explains why this first call takes a while.
     this.logger.warn(`sandbox image ${tag} not found; building it now (once, up to a minute)`);
-    const { method } = await buildImage(this.docker, { runtime, tag, logger: this.logger });
+    const { method } = await buildImage(this.docker, { runtime, tag, logger: this.logger, pythonPackages: this.sandbox.pythonPackages });
     this.logger.info(`sandbox image ${tag} built (${method})`);
     return tag;
   }
@@ -72,7 +72,7 @@ export class DockerImages {
   /** Builds (or rebuilds) a runtime's image now: `codebox-mcp image build`. */
   async build(runtime: RuntimeName, offline: boolean | undefined): Promise<{ tag: string; method: string }> {
     try {
-      return await buildImage(this.docker, { runtime, tag: this.tags[runtime], offline, logger: this.logger });
+      return await buildImage(this.docker, { runtime, tag: this.tags[runtime], offline, logger: this.logger, pythonPackages: this.sandbox.pythonPackages });
     } catch (err) {
       throw toEngineError(err);
     }

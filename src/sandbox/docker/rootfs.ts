@@ -12,7 +12,7 @@ import { createGunzip } from "node:zlib";
 import { extract } from "tar-stream";
 import { ImageBuildError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
-import { BUN_VERSION, type RuntimeName } from "../../shared/languages.js";
+import { BUN_VERSION, type PythonPackages, type RuntimeName } from "../../shared/languages.js";
 import { RUNTIME_SPECS } from "../runtimes.js";
 import { SANDBOX_IMAGE_UID } from "./sandbox-uid.js";
 
@@ -89,14 +89,14 @@ export class Staging {
     for (const lib of await sharedLibraries(linked)) await this.copy(lib, lib, 0o755);
   }
 
-  async dockerfile(runtime: RuntimeName): Promise<void> {
+  async dockerfile(runtime: RuntimeName, env: readonly string[] = []): Promise<void> {
     const spec = RUNTIME_SPECS[runtime];
     const lines = [
       "FROM scratch",
       "COPY rootfs/ /",
       `USER ${SANDBOX_IMAGE_UID}:${SANDBOX_IMAGE_UID}`,
       "WORKDIR /workspace",
-      `ENV HOME=/tmp TMPDIR=/tmp PATH=${spec.path}`,
+      `ENV HOME=/tmp TMPDIR=/tmp PATH=${spec.path}${env.map((e) => ` ${e}`).join("")}`,
       `CMD ${JSON.stringify(spec.command(256))}`,
       "",
     ];
@@ -273,8 +273,89 @@ export async function stagePython(s: Staging): Promise<void> {
   }
 }
 
-export async function stageRuntime(runtime: RuntimeName, s: Staging, logger: Logger): Promise<void> {
+/**
+ * The Python data stack, from Debian's packages (the same CPython as the image): what `import
+ * numpy, pandas, matplotlib, scipy, openpyxl, PIL` needs. scripts/setup.sh installs them.
+ */
+export const PYTHON_DATA_PACKAGES = ["python3-numpy", "python3-pandas", "python3-matplotlib", "python3-scipy", "python3-openpyxl", "python3-pil"] as const;
+
+/**
+ * Packages of the closure whose files are copied. Shared libraries are not listed: `ldd` finds
+ * what the extension modules link (the BLAS the host selected included). Build-only dependencies
+ * Debian declares (compilers' headers, pythran, Tk) are not followed.
+ */
+const DATA_FILES_FROM = /^(python3-|python-matplotlib-data$|fonts-dejavu-core$|tzdata$)/;
+const DATA_DEPENDS_SKIP = /(-dev$|-doc$|^python3(\.\d+)?(-minimal)?$|^libpython|^python3-all|pythran|beniget|gast|^python3-tk$|imagetk|sympy|mpmath|^python3-ply$|^python3-(fs|appdirs|lxml|lz4|ufolib2|brotli|unicodedata2)$)/;
+/** Parts of those packages no run needs: the packages' own test suites and command-line tools. */
+const DATA_SKIP = /\/tests?\/|^\/usr\/bin\/|^\/usr\/share\/(doc|man|lintian|javascript)\//;
+
+async function dpkgField(pkg: string, field: string): Promise<string> {
+  const { stdout } = await execFileP("dpkg-query", ["-W", "-f", `\${${field}}`, pkg]).catch(() => ({ stdout: "" }));
+  return stdout;
+}
+
+async function installed(pkg: string): Promise<boolean> {
+  return (await dpkgField(pkg, "Status")).endsWith("install ok installed");
+}
+
+/** The installed packages the data stack's packages depend on, transitively (first installed alternative). */
+export async function pythonDataClosure(): Promise<string[]> {
+  const missing: string[] = [];
+  for (const p of PYTHON_DATA_PACKAGES) if (!(await installed(p))) missing.push(p);
+  if (missing.length > 0) {
+    throw new ImageBuildError(`the Python data image is made from Debian's packages, and ${missing.join(", ")} ${missing.length === 1 ? "is" : "are"} not installed: run \`apt-get install --no-install-recommends ${PYTHON_DATA_PACKAGES.join(" ")}\` (scripts/setup.sh does), or set sandbox.pythonPackages to "stdlib"`);
+  }
+  const seen = new Set<string>();
+  const todo: string[] = [...PYTHON_DATA_PACKAGES];
+  while (todo.length > 0) {
+    const pkg = todo.pop()!;
+    if (seen.has(pkg) || DATA_DEPENDS_SKIP.test(pkg)) continue;
+    seen.add(pkg);
+    const depends = `${await dpkgField(pkg, "Depends")},${await dpkgField(pkg, "Pre-Depends")}`;
+    for (const clause of depends.split(",")) {
+      for (const alt of clause.split("|")) {
+        const name = alt.trim().replace(/[\s:(].*$/, "");
+        if (name && (await installed(name))) {
+          todo.push(name);
+          break;
+        }
+      }
+    }
+  }
+  return [...seen].filter((p) => DATA_FILES_FROM.test(p)).sort();
+}
+
+/** The data stack on top of stagePython: the packages' files, the libraries they link, their bytecode. */
+export async function stagePythonData(s: Staging): Promise<void> {
+  const { version } = await debianPython();
+  const packages = await pythonDataClosure();
+  const { stdout } = await execFileP("dpkg", ["-L", ...packages], { maxBuffer: 256 * 1024 * 1024 });
+  const elves: string[] = [];
+  for (const path of [...new Set(stdout.split("\n"))].filter((p) => p.startsWith("/usr/") || p === "/etc/matplotlibrc")) {
+    if (DATA_SKIP.test(path) || PYTHON_SKIP.test(path)) continue;
+    const st = await fs.lstat(path).catch(() => undefined);
+    if (!st || st.isDirectory()) continue;
+    if (st.isSymbolicLink()) {
+      await s.symlink(path, await fs.readlink(path));
+      continue;
+    }
+    await s.copy(path, path);
+    if (/\.so(\.|$)/.test(path)) elves.push(path);
+  }
+  for (const lib of await sharedLibraries(elves)) await s.copy(lib, lib, 0o755);
+  const site = join(s.root, "usr", "lib", "python3", "dist-packages");
+  try {
+    await execFileP(`/usr/bin/python${version}`, ["-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", s.root, "-p", "/", site], { maxBuffer: 64 * 1024 * 1024 });
+  } catch (err) {
+    if (!(await fs.stat(join(site, "numpy", "__pycache__")).catch(() => undefined))) throw new ImageBuildError(`could not precompile the Python data stack: ${(err as Error).message}`, err);
+  }
+}
+
+export async function stageRuntime(runtime: RuntimeName, s: Staging, logger: Logger, pythonPackages: PythonPackages = "stdlib"): Promise<void> {
   if (runtime === "node") await stageNode(s);
   else if (runtime === "bun") await stageBun(s, logger);
-  else await stagePython(s);
+  else {
+    await stagePython(s);
+    if (pythonPackages === "data") await stagePythonData(s);
+  }
 }

@@ -1,0 +1,88 @@
+// What an image's bytes are, read from the bytes themselves (never from a name or a claim made by
+// sandboxed code): the format and, for raster formats, the size in pixels. Pure; no decoding.
+
+export type ImageMime = "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "image/svg+xml";
+
+/** Formats the models behind MCP clients accept as image input; SVG goes back as text. */
+export const RASTER_MIMES: readonly ImageMime[] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+export const IMAGE_EXTENSIONS: Record<ImageMime, string> = {
+  "image/png": "png",
+  "image/jpeg": "jpg",
+  "image/gif": "gif",
+  "image/webp": "webp",
+  "image/svg+xml": "svg",
+};
+
+export interface ImageInfo {
+  mime: ImageMime;
+  /** Pixels; undefined for SVG, or when the header does not say. */
+  width?: number;
+  height?: number;
+}
+
+/** The image format of `data` with its dimensions, or a reason it is not an image we can return. */
+export function sniffImage(data: Uint8Array): ImageInfo | { error: string } {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (b.length === 0) return { error: "the data is empty" };
+  if (b.length >= 24 && b.subarray(0, 8).equals(PNG_SIGNATURE)) {
+    if (b.toString("latin1", 12, 16) !== "IHDR") return { error: "a PNG signature without an IHDR header" };
+    return checked({ mime: "image/png", width: b.readUInt32BE(16), height: b.readUInt32BE(20) });
+  }
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return jpeg(b);
+  if (b.length >= 10 && (b.toString("latin1", 0, 6) === "GIF87a" || b.toString("latin1", 0, 6) === "GIF89a")) {
+    return checked({ mime: "image/gif", width: b.readUInt16LE(6), height: b.readUInt16LE(8) });
+  }
+  if (b.length >= 30 && b.toString("latin1", 0, 4) === "RIFF" && b.toString("latin1", 8, 12) === "WEBP") return webp(b);
+  if (looksLikeSvg(b)) return { mime: "image/svg+xml" };
+  return { error: `not a PNG, JPEG, GIF, WebP or SVG image (it starts with ${JSON.stringify(b.toString("latin1", 0, 8))})` };
+}
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** Beyond this many pixels a side, a client would be asked to decode a bomb. */
+export const MAX_IMAGE_SIDE = 16_384;
+
+function checked(info: ImageInfo & { width: number; height: number }): ImageInfo | { error: string } {
+  if (info.width === 0 || info.height === 0) return { error: `a ${info.mime} image of ${info.width}×${info.height} pixels` };
+  if (info.width > MAX_IMAGE_SIDE || info.height > MAX_IMAGE_SIDE) return { error: `${info.width}×${info.height} pixels is over ${MAX_IMAGE_SIDE} a side` };
+  return info;
+}
+
+/** JPEG: the first start-of-frame segment holds the size. */
+function jpeg(b: Buffer): ImageInfo | { error: string } {
+  let i = 2;
+  while (i + 9 < b.length) {
+    if (b[i] !== 0xff) return { error: "a JPEG whose segments are broken" };
+    const marker = b[i + 1]!;
+    if (marker === 0xff) {
+      i++;
+      continue;
+    }
+    const length = b.readUInt16BE(i + 2);
+    // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      return checked({ mime: "image/jpeg", height: b.readUInt16BE(i + 5), width: b.readUInt16BE(i + 7) });
+    }
+    if (length < 2) return { error: "a JPEG whose segments are broken" };
+    i += 2 + length;
+  }
+  return { error: "a JPEG without a frame header" };
+}
+
+function webp(b: Buffer): ImageInfo | { error: string } {
+  const chunk = b.toString("latin1", 12, 16);
+  if (chunk === "VP8X") return checked({ mime: "image/webp", width: 1 + b.readUIntLE(24, 3), height: 1 + b.readUIntLE(27, 3) });
+  if (chunk === "VP8L") {
+    const bits = b.readUInt32LE(21);
+    return checked({ mime: "image/webp", width: 1 + (bits & 0x3fff), height: 1 + ((bits >> 14) & 0x3fff) });
+  }
+  if (chunk === "VP8 ") return checked({ mime: "image/webp", width: b.readUInt16LE(26) & 0x3fff, height: b.readUInt16LE(28) & 0x3fff });
+  return { error: "a WebP file of an unknown kind" };
+}
+
+/** SVG: UTF-8 text whose first element (after an XML declaration, comments, a doctype) is <svg. */
+function looksLikeSvg(b: Buffer): boolean {
+  const head = b.toString("utf8", 0, Math.min(b.length, 4096)).replace(/^\uFEFF/, "");
+  return /^\s*(<\?xml[^>]*\?>\s*)?(<!--[\s\S]*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?(<!--[\s\S]*?-->\s*)*<svg[\s>]/i.test(head);
+}
