@@ -2,6 +2,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { crc32, inflateSync } from "node:zlib";
 import Docker from "dockerode";
 import { createApp, type App } from "../src/app.js";
 import { loadConfig } from "../src/config/load.js";
@@ -154,4 +155,30 @@ export async function startHttpServer(configFile: string, dataDir: string): Prom
     });
   });
   return { server, baseUrl, stderr: () => text };
+}
+
+/**
+ * Decodes a PNG far enough to prove it is one: the chunks, their CRCs, and the image data, which
+ * must inflate to exactly the rows its header promises (8-bit colour types only).
+ */
+export function decodePng(png: Buffer): { width: number; height: number; channels: number } {
+  if (!png.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) throw new Error("not a PNG signature");
+  let i = 8;
+  let header: { width: number; height: number; depth: number; colour: number } | undefined;
+  const idat: Buffer[] = [];
+  for (;;) {
+    const length = png.readUInt32BE(i);
+    const type = png.toString("latin1", i + 4, i + 8);
+    const data = png.subarray(i + 8, i + 8 + length);
+    if (crc32(png.subarray(i + 4, i + 8 + length)) !== png.readUInt32BE(i + 8 + length)) throw new Error(`bad CRC in ${type}`);
+    if (type === "IHDR") header = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), depth: data[8]!, colour: data[9]! };
+    if (type === "IDAT") idat.push(data);
+    i += 12 + length;
+    if (type === "IEND") break;
+  }
+  if (header?.depth !== 8) throw new Error("not an 8-bit PNG");
+  const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[header.colour]!;
+  const raw = inflateSync(Buffer.concat(idat));
+  if (raw.length !== header.height * (1 + header.width * channels)) throw new Error(`image data is ${raw.length} bytes, not ${header.height} rows of ${header.width}×${channels}`);
+  return { width: header.width, height: header.height, channels };
 }

@@ -44,7 +44,7 @@ def _send(data: bytes, mime: str | None, name: str | None) -> bool:
 
 def _figure_png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png")
     return buf.getvalue()
 
 

@@ -5,6 +5,7 @@
 import type { DisplayReceiver } from "../bridge/callback-server.js";
 import type { Config } from "../config/schema.js";
 import { errorMessage } from "../shared/errors.js";
+import { mimeOfExtension } from "../shared/mime.js";
 import { IMAGE_EXTENSIONS, type ImageMime, RASTER_MIMES, sniffImage } from "../shared/images.js";
 
 export type DisplayLimits = Config["display"];
@@ -86,7 +87,7 @@ export class RunDisplays implements DisplayReceiver {
     };
     if (this.items.length >= this.limits.maxImages) return refuse(429, `a run shows at most ${this.limits.maxImages} images`);
     const info = sniffImage(item.data);
-    if ("error" in info) return refuse(415, `${info.error}; display() takes PNG, JPEG, GIF, WebP or SVG data, a matplotlib figure or a PIL image`);
+    if ("error" in info) return refuse(415, info.error.startsWith("not a") ? `${info.error}; display() takes PNG, JPEG, GIF, WebP or SVG data, a matplotlib figure or a PIL image` : info.error);
     const claimed = item.mime && item.mime !== "application/octet-stream" ? (item.mime === "image/jpg" ? "image/jpeg" : item.mime) : undefined;
     if (claimed && claimed !== info.mime) return refuse(415, `the data is ${info.mime} but was declared ${claimed.slice(0, 60)}`);
     const label = cleanLabel(item.name) ?? `image ${n}`;
@@ -110,36 +111,8 @@ export class RunDisplays implements DisplayReceiver {
   }
 }
 
-/** Common file types by extension, for the MIME type of a returned file (images are read from their bytes). */
-const MIME_BY_EXTENSION: Record<string, string> = {
-  csv: "text/csv",
-  tsv: "text/tab-separated-values",
-  txt: "text/plain",
-  md: "text/markdown",
-  json: "application/json",
-  jsonl: "application/jsonl",
-  html: "text/html",
-  xml: "application/xml",
-  yaml: "application/yaml",
-  yml: "application/yaml",
-  pdf: "application/pdf",
-  zip: "application/zip",
-  gz: "application/gzip",
-  parquet: "application/vnd.apache.parquet",
-  xlsx: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-  docx: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-  pptx: "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-  png: "image/png",
-  jpg: "image/jpeg",
-  jpeg: "image/jpeg",
-  gif: "image/gif",
-  webp: "image/webp",
-  svg: "image/svg+xml",
-};
-
 export function mimeOfPath(path: string): string {
-  const ext = /\.([A-Za-z0-9]{1,10})$/.exec(path)?.[1]?.toLowerCase();
-  return (ext && MIME_BY_EXTENSION[ext]) || "application/octet-stream";
+  return mimeOfExtension(path) ?? "application/octet-stream";
 }
 
 /**

@@ -1,6 +1,8 @@
 // What an image's bytes are, read from the bytes themselves (never from a name or a claim made by
 // sandboxed code): the format and, for raster formats, the size in pixels. Pure; no decoding.
 
+import * as zlib from "node:zlib";
+
 export type ImageMime = "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "image/svg+xml";
 
 /** Formats the models behind MCP clients accept as image input; SVG goes back as text. */
@@ -27,18 +29,61 @@ export function sniffImage(data: Uint8Array): ImageInfo | { error: string } {
   if (b.length === 0) return { error: "the data is empty" };
   if (b.length >= 24 && b.subarray(0, 8).equals(PNG_SIGNATURE)) {
     if (b.toString("latin1", 12, 16) !== "IHDR") return { error: "a PNG signature without an IHDR header" };
+    if (!wholePng(b)) return { error: "a PNG that is cut short or damaged (its chunks or their checksums do not hold)" };
     return checked({ mime: "image/png", width: b.readUInt32BE(16), height: b.readUInt32BE(20) });
   }
-  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return jpeg(b);
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) {
+    // The end-of-image marker, allowing the padding some encoders leave after it.
+    if (b.subarray(Math.max(0, b.length - 64)).lastIndexOf(Buffer.from([0xff, 0xd9])) === -1) return { error: "a JPEG that is cut short (no end-of-image marker)" };
+    return jpeg(b);
+  }
   if (b.length >= 10 && (b.toString("latin1", 0, 6) === "GIF87a" || b.toString("latin1", 0, 6) === "GIF89a")) {
+    if (b[b.length - 1] !== 0x3b) return { error: "a GIF that is cut short (no trailer)" };
     return checked({ mime: "image/gif", width: b.readUInt16LE(6), height: b.readUInt16LE(8) });
   }
-  if (b.length >= 30 && b.toString("latin1", 0, 4) === "RIFF" && b.toString("latin1", 8, 12) === "WEBP") return webp(b);
+  if (b.length >= 30 && b.toString("latin1", 0, 4) === "RIFF" && b.toString("latin1", 8, 12) === "WEBP") {
+    if (b.readUInt32LE(4) + 8 !== b.length) return { error: "a WebP whose RIFF size does not match its length" };
+    return webp(b);
+  }
   if (looksLikeSvg(b)) return { mime: "image/svg+xml" };
   return { error: `not a PNG, JPEG, GIF, WebP or SVG image (it starts with ${JSON.stringify(b.toString("latin1", 0, 8))})` };
 }
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** zlib's own when this Node has it (20.15+), else the table above. */
+const nativeCrc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
+
+function crc32(b: Buffer): number {
+  if (nativeCrc32) return nativeCrc32(b);
+  let c = 0xffffffff;
+  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** Every chunk fits, carries its checksum, and the last is IEND: the file is whole. */
+function wholePng(b: Buffer): boolean {
+  let i = 8;
+  while (i + 12 <= b.length) {
+    const length = b.readUInt32BE(i);
+    const end = i + 12 + length;
+    if (end > b.length) return false;
+    if (crc32(b.subarray(i + 4, i + 8 + length)) !== b.readUInt32BE(i + 8 + length)) return false;
+    if (b.toString("latin1", i + 4, i + 8) === "IEND") return end === b.length;
+    i = end;
+  }
+  return false;
+}
 
 /** Beyond this many pixels a side, a client would be asked to decode a bomb. */
 export const MAX_IMAGE_SIDE = 16_384;

@@ -2,6 +2,7 @@ import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/serv
 import { z } from "zod";
 import { InputError, NotFoundError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
+import { mimeOfExtension } from "../../shared/mime.js";
 import type { UserFiles } from "../../stores/user-files.js";
 import { toolError } from "../result.js";
 
@@ -24,10 +25,8 @@ export function isText(bytes: Buffer): boolean {
   }
 }
 
-const MIME: Record<string, string> = { ts: "text/typescript", js: "text/javascript", json: "application/json", md: "text/markdown", csv: "text/csv", txt: "text/plain", html: "text/html", png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", gif: "image/gif", svg: "image/svg+xml", pdf: "application/pdf" };
 export function mimeOf(path: string, bytes: Buffer): string {
-  const ext = /\.([A-Za-z0-9]+)$/.exec(path)?.[1]?.toLowerCase();
-  return (ext && MIME[ext]) ?? (isText(bytes) ? "text/plain" : "application/octet-stream");
+  return mimeOfExtension(path) ?? (isText(bytes) ? "text/plain" : "application/octet-stream");
 }
 
 export function workspaceUri(path: string): string {
