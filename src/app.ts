@@ -74,7 +74,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
     audit,
     metrics,
     files,
-    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes }),
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages }),
     async warmUp() {
       void bridge.start();
       try {

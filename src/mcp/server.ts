@@ -1,7 +1,7 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Bridge } from "../bridge/bridge.js";
 import type { RunService } from "../runs/run-service.js";
-import type { RuntimeName } from "../shared/languages.js";
+import type { PythonPackages, RuntimeName } from "../shared/languages.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { Logger } from "../shared/logger.js";
 import { SERVER_CAPABILITIES, SERVER_INSTRUCTIONS, serverInfo } from "./identity.js";
@@ -21,6 +21,8 @@ export interface McpServerDeps {
   ociRuntime: string;
   /** The language runtimes execute_code offers. */
   runtimes: readonly RuntimeName[];
+  /** What the Python image holds (the data stack by default). */
+  pythonPackages?: PythonPackages | undefined;
 }
 
 /** One MCP server per client connection; all share the run service (and so the engine and limits). */
@@ -33,6 +35,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     nodeVersion: process.versions.node,
     upstreams: deps.bridge.upstreamNames,
     runtimes: deps.runtimes,
+    pythonPackages: deps.pythonPackages ?? "data",
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });

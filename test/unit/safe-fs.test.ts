@@ -236,12 +236,13 @@ describe("listBeneath", () => {
     writeFileSync(join(root, "a.txt"), "abc");
     symlinkSync(outside, join(root, "c-link"));
     execFileSync("mkfifo", [join(root, "d-pipe")]);
+    const ctime = (p: string) => lstatSync(join(root, p)).ctimeMs;
     expect(await listBeneath(root, 100)).toEqual([
-      { path: "a.txt", kind: "file", size: 3 },
-      { path: "b", kind: "dir", size: 0 },
-      { path: "c-link", kind: "link", size: 0 },
-      { path: "d-pipe", kind: "other", size: 0 },
-      { path: "b/inner.txt", kind: "file", size: 5 },
+      { path: "a.txt", kind: "file", size: 3, ctimeMs: ctime("a.txt") },
+      { path: "b", kind: "dir", size: 0, ctimeMs: 0 },
+      { path: "c-link", kind: "link", size: 0, ctimeMs: 0 },
+      { path: "d-pipe", kind: "other", size: 0, ctimeMs: 0 },
+      { path: "b/inner.txt", kind: "file", size: 5, ctimeMs: ctime("b/inner.txt") },
     ]);
   });
 
@@ -339,8 +340,8 @@ describe("user directories and files", () => {
     await f.writeWorkspace("alice", "notes/today.md", Buffer.from("hi"));
     expect((await f.readWorkspace("alice", "notes/today.md")).toString()).toBe("hi");
     expect(await f.listWorkspace("alice")).toEqual([
-      { path: "notes", kind: "dir", size: 0 },
-      { path: "notes/today.md", kind: "file", size: 2 },
+      { path: "notes", kind: "dir", size: 0, ctimeMs: 0 },
+      { path: "notes/today.md", kind: "file", size: 2, ctimeMs: lstatSync(join(root, "users", "alice", "workspace", "notes", "today.md")).ctimeMs },
     ]);
     expect(existsSync(join(root, "users", "alice", "workspace", "notes", "today.md"))).toBe(true);
   });

@@ -2,7 +2,7 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { BUN_VERSION, JS_RUNTIMES, type Language, type RuntimeName, languagesOf } from "../../shared/languages.js";
+import { BUN_VERSION, JS_RUNTIMES, type Language, type PythonPackages, type RuntimeName, languagesOf } from "../../shared/languages.js";
 import type { RunResult, RunService } from "../../runs/run-service.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
@@ -15,7 +15,7 @@ export function executeCodeInput(enabled: readonly RuntimeName[]) {
   const langText: Record<Language, string> = {
     typescript: '"typescript" (types are stripped, not checked)',
     javascript: '"javascript"',
-    python: '"python" (CPython 3, standard library)',
+    python: '"python" (CPython 3)',
   };
   return {
     code: z.string().min(1, "code is empty: pass the program to run").describe(`The program. ${languages.includes("python") ? "TypeScript/JavaScript run as an ES module; Python runs as __main__." : "Run as an ES module."}`),
@@ -80,13 +80,14 @@ export interface ExecuteCodeDeps {
   upstreams: string[];
   /** The language runtimes this server offers. */
   runtimes: readonly RuntimeName[];
+  pythonPackages?: PythonPackages | undefined;
 }
 
 function kib(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
 }
 
-export function describeExecuteCode(runs: RunService, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"]): string {
+export function describeExecuteCode(runs: RunService, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"], pythonPackages: PythonPackages = "data"): string {
   const l = runs.limits();
   const js = runtimes.includes("node") || runtimes.includes("bun");
   const py = runtimes.includes("python");
@@ -111,8 +112,9 @@ export function describeExecuteCode(runs: RunService, nodeVersion: string, upstr
     ...(js
       ? ['- TypeScript/JavaScript is an ES module: top-level await works; import built-ins (`import { readFile } from "node:fs/promises"`) and your own .ts/.js files (`import { f } from "/workspace/util.ts"`). TypeScript types are stripped, not checked. No npm packages are installed.']
       : []),
-    ...(py ? ["- Python runs as __main__ in /workspace: import your own modules from /workspace, skills with `from skills.<name> import ...`; top-level await works. Standard library only (no pip packages)."] : []),
+    ...(py ? [`- Python runs as __main__ in /workspace: import your own modules from /workspace, skills with \`from skills.<name> import ...\`; top-level await works. ${pythonPackages === "data" ? "numpy, pandas, matplotlib, scipy, openpyxl and Pillow are installed; nothing else (no pip)." : "Standard library only (no pip packages)."}`] : []),
     "- No network: DNS, HTTP and sockets to the outside all fail.",
+    `- Show images: ${[py ? "Python `display(obj)` (figures, PIL images, PNG/SVG bytes; DataFrames print as tables) or `plt.show()`" : "", js ? '`import { display } from "/servers/display.ts"; await display(pngBytes)`' : ""].filter(Boolean).join("; ")}. Return files: pass outputs (a /workspace folder) and what the code writes there comes back as links.`,
     ...bridge,
     `- Limits: ${l.memoryMiB} MiB memory, ${l.cpus} CPU, ${l.timeoutMs / 1000} s (pass timeoutMs for less), ${kib(l.maxOutputBytes)} of stdout and of stderr returned (the rest is cut and flagged), ${kib(l.maxCodeBytes)} of code.`,
     `- Print what you need (${[js ? "console.log" : "", py ? "print" : ""].filter(Boolean).join(", ")}): a summary, the rows that matter, not whole datasets. Only what the code prints comes back.`,
@@ -148,7 +150,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
     "execute_code",
     {
       title: "Execute code in a sandbox",
-      description: describeExecuteCode(deps.runs, deps.nodeVersion, deps.upstreams, deps.runtimes),
+      description: describeExecuteCode(deps.runs, deps.nodeVersion, deps.upstreams, deps.runtimes, deps.pythonPackages),
       inputSchema: executeCodeInput(deps.runtimes),
       outputSchema: executeCodeOutput,
       annotations: {
