@@ -85,7 +85,24 @@ class HyphenatedSkills:
         return spec
 
 
+def seed_matplotlib():
+    """The data image's matplotlib font list, made when the image was built, copied into the run's
+    fresh config dir (MPLCONFIGDIR, in /tmp) so no run scans the fonts again. Done at boot, before
+    any code is known."""
+    baked, target = "/opt/codebox/matplotlib", os.environ.get("MPLCONFIGDIR")
+    if not target or not os.path.isdir(baked):
+        return
+    try:
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for name in os.listdir(baked):
+            with open(os.path.join(baked, name), "rb") as src, open(os.path.join(target, name), "wb") as dst:
+                dst.write(src.read())
+    except OSError:
+        pass  # matplotlib makes its own list then
+
+
 def main():
+    seed_matplotlib()
     payload = read_payload()
     # Nothing else arrives on stdin: input() gets EOF, as in a script run without a terminal.
     devnull = os.open("/dev/null", os.O_RDONLY)

@@ -77,6 +77,32 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
       expect(existsSync(join(ws, "__pycache__"))).toBe(false);
     });
 
+    it("has the data stack on a read-only root under the process limit: BLAS, pandas, scipy, openpyxl, Pillow and a chart shown", async () => {
+      const r = await py(
+        [
+          "import numpy as np, pandas as pd, matplotlib, scipy, scipy.linalg, openpyxl, PIL, os, threading",
+          "a = np.random.default_rng(1).random((400, 400))",
+          "print('blas', np.allclose(a @ np.linalg.inv(a), np.eye(400), atol=1e-6), 'lu', scipy.linalg.lu(a)[0].shape)",
+          "print('threads', threading.active_count(), os.environ['OPENBLAS_NUM_THREADS'])",
+          "df = pd.DataFrame({'k': [1, 2, 1], 'v': [1.0, 2.0, 3.0]})",
+          "print(df.groupby('k').v.sum().to_dict())",
+          "import matplotlib.pyplot as plt",
+          "plt.figure(figsize=(2, 1), dpi=50); plt.plot([1, 3, 2]); plt.show()",
+          "print('backend', matplotlib.get_backend(), 'root writable', os.access('/usr', os.W_OK))",
+          "from openpyxl import Workbook; from PIL import Image",
+          "wb = Workbook(); wb.active.append([1, 2]); wb.save('/tmp/x.xlsx'); Image.new('RGB', (3, 2)).save('/tmp/x.png')",
+          "print('files', os.path.getsize('/tmp/x.xlsx') > 0, Image.open('/tmp/x.png').size)",
+        ].join("\n"),
+      );
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toBe(
+        ["blas True lu (400, 400)", "threads 1 1", "{1: 4.0, 2: 2.0}", "backend module://servers._display_mpl root writable False", "files True (3, 2)", ""].join("\n"),
+      );
+      expect(r.exitCode).toBe(0);
+      expect(r.shown).toHaveLength(1);
+      expect(r.shown[0]).toMatchObject({ kind: "image", mime: "image/png", width: 100, height: 50 });
+    });
+
     it("imports the starter skills and a saved Python skill whose name has a hyphen", async () => {
       await app.files.saveSkill("rt-user", { name: "word-count", description: "Counts words.", code: "def count(text):\n    return len(text.split())\n", language: "python" });
       const r = await py(

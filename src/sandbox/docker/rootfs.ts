@@ -343,11 +343,41 @@ export async function stagePythonData(s: Staging): Promise<void> {
     if (/\.so(\.|$)/.test(path)) elves.push(path);
   }
   for (const lib of await sharedLibraries(elves)) await s.copy(lib, lib, 0o755);
+  await bakeFontCache(s, version);
   const site = join(s.root, "usr", "lib", "python3", "dist-packages");
   try {
     await execFileP(`/usr/bin/python${version}`, ["-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", "-s", s.root, "-p", "/", site], { maxBuffer: 64 * 1024 * 1024 });
   } catch (err) {
     if (!(await fs.stat(join(site, "numpy", "__pycache__")).catch(() => undefined))) throw new ImageBuildError(`could not precompile the Python data stack: ${(err as Error).message}`, err);
+  }
+}
+
+/** Where the image keeps matplotlib's font list; the runner copies it into the run's MPLCONFIGDIR. */
+export const FONT_CACHE_DIR = "/opt/codebox/matplotlib";
+
+/**
+ * matplotlib scans every font on its first import in a fresh config dir (a few hundred ms per run,
+ * and every run is fresh): the list is made once here, with this machine's matplotlib (the same
+ * package the image holds) keeping only fonts the image has.
+ */
+async function bakeFontCache(s: Staging, version: string): Promise<void> {
+  const dir = await fs.mkdtemp(join(tmpdir(), "codebox-mpl-"));
+  try {
+    await execFileP(`/usr/bin/python${version}`, ["-I", "-c", "import matplotlib.font_manager"], { env: { PATH: "/usr/bin:/bin", MPLCONFIGDIR: dir, HOME: dir }, timeout: 120_000 });
+    const name = (await fs.readdir(dir)).find((f) => /^fontlist-v\d+\.json$/.test(f));
+    if (!name) throw new ImageBuildError("matplotlib wrote no font list");
+    const list = JSON.parse(await fs.readFile(join(dir, name), "utf8")) as { ttflist?: Array<{ fname: string }>; afmlist?: Array<{ fname: string }> };
+    const inImage = async (f: { fname: string }) => !f.fname.startsWith("/") || (await fs.stat(join(s.root, f.fname)).then(() => true, () => false));
+    for (const key of ["ttflist", "afmlist"] as const) {
+      const kept = [];
+      for (const f of list[key] ?? []) if (await inImage(f)) kept.push(f);
+      list[key] = kept;
+    }
+    await s.write(`${FONT_CACHE_DIR}/${name}`, JSON.stringify(list));
+  } catch (err) {
+    throw err instanceof ImageBuildError ? err : new ImageBuildError(`could not make matplotlib's font list: ${(err as Error).message}`, err);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
   }
 }
 
