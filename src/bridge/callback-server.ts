@@ -79,6 +79,8 @@ export class RunCallbackServer {
   private listenPort = 0;
   /** Where the bound run's display posts go (none before bind, or for a run without one). */
   private display: DisplayReceiver | undefined;
+  /** Display bodies are read one at a time: a run holds at most one image's bytes in the host's memory. */
+  private displayTurn: Promise<void> = Promise.resolve();
 
   private constructor(
     /** Names the endpoint in logs until a run is bound. */
@@ -284,7 +286,14 @@ export class RunCallbackServer {
     this.calls++;
     const ac = new AbortController();
     this.inflight.add(ac);
+    let done!: () => void;
+    const previous = this.displayTurn;
+    this.displayTurn = new Promise<void>((resolve) => {
+      done = resolve;
+    });
     try {
+      await previous;
+      if (this.ended) return;
       let data: Buffer;
       try {
         data = await readBody(req, display.maxBytes);
@@ -312,6 +321,7 @@ export class RunCallbackServer {
       res.end(text);
     } finally {
       this.inflight.delete(ac);
+      done();
     }
   }
 

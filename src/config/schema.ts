@@ -149,7 +149,7 @@ export const ConfigSchema = z
         /** Images shown per run, inline and saved together; past it, refused with a line in the result. */
         maxImages: z.number().int().min(0).max(100).default(8),
         /** The largest image a run may show (bytes); a larger one is refused unread. */
-        maxImageBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(16 * 1024 * 1024),
+        maxImageBytes: z.number().int().min(1024).max(256 * 1024 * 1024).default(8 * 1024 * 1024),
         /** Images up to this size come back as image content; larger ones are saved in /workspace and linked. */
         inlineMaxBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(1024 * 1024),
         /** Inline images of one result together; past it, the next ones are saved and linked. */

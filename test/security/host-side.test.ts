@@ -134,6 +134,38 @@ describe("one run against its own bridge", () => {
     expect(peak - before).toBeLessThan(100 * 1024 * 1024);
   });
 
+  it("holds a display flood to its caps: memory, images in the result, notes; another user's run answers", async () => {
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+    const attack = ts(
+      app,
+      `import { deflateSync, crc32 } from "node:zlib";
+       import { display } from "/servers/display.ts";
+       const chunk = (t: string, d: Buffer) => { const l = Buffer.alloc(4); l.writeUInt32BE(d.length); const td = Buffer.concat([Buffer.from(t), d]); const c = Buffer.alloc(4); c.writeUInt32BE(crc32(td)); return Buffer.concat([l, td, c]); };
+       const ihdr = Buffer.alloc(13); ihdr.writeUInt32BE(2, 0); ihdr.writeUInt32BE(2, 4); ihdr.set([8, 0, 0, 0, 0], 8);
+       const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 13, 10, 26, 10]), chunk("IHDR", ihdr), chunk("IDAT", deflateSync(Buffer.alloc(6))), chunk("IEND", Buffer.alloc(0))]);
+       let shown = 0;
+       for (let i = 0; i < 12; i++) if (await display(png, { name: "../../etc/passwd" })) shown++;
+       const junk = Buffer.alloc(8 * 1024 * 1024, 7);
+       const big = Buffer.alloc(9 * 1024 * 1024, 7);
+       for (let round = 0; round < 40; round++) await Promise.all([display(junk), display(junk), display(junk), display(big)]);
+       console.log("shown", shown);`,
+    );
+    await new Promise((r) => setTimeout(r, 2_000));
+    const other = await ts(app, "console.log(1)", "bob");
+    const r = await attack;
+    clearInterval(sampler);
+    expect(other.stdout).toBe("1\n");
+    expect(r.stdout).toBe("shown 8\n");
+    expect(r.shown).toHaveLength(8);
+    expect(r.shown.every((s) => s.kind === "image" && s.label === ".._.._etc_passwd")).toBe(true);
+    expect(r.notes).toHaveLength(11);
+    expect(r.notes[0]).toBe("image 9 not shown: a run shows at most 8 images");
+    expect(r.notes[10]).toMatch(/^\d+ more display notes left out$/);
+    expect(peak - before).toBeLessThan(100 * 1024 * 1024);
+  });
+
   it("writes less than 10 MB of host logs and audit for thousands of refused calls with megabyte names, and is ended with the reason", async () => {
     const audit = join(app.config.dataDir, "audit.log");
     const auditBefore = existsSync(audit) ? statSync(audit).size : 0;
