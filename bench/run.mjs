@@ -43,12 +43,12 @@ function rssMb(pid) {
 }
 
 /** Shipped pool defaults unless told otherwise; limits raised so a burst of 8 from one client is not queued by them. */
-async function startServer(dataDir, runtime, pool = {}) {
-  const config = join(dataDir, `config-${runtime}-${JSON.stringify(pool).replace(/\W/g, "")}.json`);
+async function startServer(dataDir, runtime, pool = {}, sandbox = {}) {
+  const config = join(dataDir, `config-${runtime}-${JSON.stringify([pool, sandbox]).replace(/\W/g, "")}.json`);
   writeFileSync(
     config,
     JSON.stringify({
-      sandbox: { ociRuntime: runtime, runtimes: ["node", "bun", "python"], pool: { idleMs: 600_000, ...pool } },
+      sandbox: { ociRuntime: runtime, runtimes: ["node", "bun", "python"], pool: { idleMs: 600_000, ...pool }, ...sandbox },
       limits: { maxConcurrentRuns: 16, maxRunsPerUser: 16, maxQueuedRuns: 256 },
       mcpServers: { rows: { command: process.execPath, args: [rowsServer] } },
     }),
@@ -349,6 +349,68 @@ async function benchRuntime(runtime, images, dataDir) {
   return out;
 }
 
+const PANDAS_IMPORT = { language: "python", code: "import time\nt = time.perf_counter()\nimport pandas\nprint(round((time.perf_counter() - t) * 1000, 1))" };
+
+/**
+ * The Python images side by side (runc): the data stack's size, cold start, warm `print(1)` and
+ * `import pandas` (inside the code, and the whole call) beside the stdlib-only image.
+ */
+async function benchPythonImages(dataDir) {
+  const out = {};
+  for (const variant of ["stdlib", "data"]) {
+    log(`python image: ${variant}`);
+    execFileSync(process.execPath, [cli, "image", "build", "python"], { stdio: "ignore", env: { ...process.env, CODEBOX_DATA_DIR: join(dataDir, "data"), CODEBOX_PYTHON_PACKAGES: variant } });
+    const { defaultImageTag } = await import(join(root, "dist", "sandbox", "docker", "image-builder.js"));
+    const tag = defaultImageTag("python", variant);
+    const bytes = Number(execFileSync("docker", ["image", "inspect", "--format", "{{.Size}}", tag], { encoding: "utf8" }).trim());
+    const m = { tag, sizeMb: round(bytes / 1024 / 1024), dockerRunRm: await dockerRun(tag, "runc", dataDir, BARE.python, 20) };
+    const cold = await startServer(dataDir, "runc", { size: 0 }, { pythonPackages: variant });
+    m.cold = await latency(cold.client, `python ${variant} cold`, HELLO.python, N_LANG);
+    await cold.close();
+    const warm = await startServer(dataDir, "runc", {}, { pythonPackages: variant });
+    m.warm = await latency(warm.client, `python ${variant} warm`, HELLO.python, N_LANG);
+    if (variant === "data") {
+      const inCode = [];
+      const calls = [];
+      for (let i = 0; i < 10; i++) {
+        const { ms, ok, r } = await timedRun(warm.client, PANDAS_IMPORT.code, PANDAS_IMPORT);
+        if (ok) {
+          calls.push(ms);
+          inCode.push(Number(r.structuredContent.stdout));
+        }
+        await sleep(THINK_MS);
+      }
+      m.importPandas = { inCode: stats(inCode), call: stats(calls) };
+      log(`python data: import pandas p50 ${m.importPandas.inCode.p50} ms in the code, ${m.importPandas.call.p50} ms the call`);
+    }
+    await warm.close();
+    out[variant] = m;
+  }
+  return out;
+}
+
+function renderPythonImages(p) {
+  if (!p) return [];
+  if (p.error) return ["## Python images", "", `The bench failed here: ${p.error}`, ""];
+  const lines = ["## Python images (runc)", ""];
+  if (p.measuredAt) lines.push(`Measured on ${p.measuredAt}.`, "");
+  lines.push(
+    "The data image (`sandbox.pythonPackages` \"data\", the default: numpy, pandas, matplotlib, scipy, openpyxl, Pillow) beside the standard-library image (\"stdlib\"). `print(1)` through execute_code, cold (pool off) and warm (800 ms think time); `import pandas` timed inside the code and as the whole call, warm.",
+    "",
+    "| image | size MB | `docker run --rm` p50 | cold `print(1)` p50 / p95 | warm `print(1)` p50 / p95 | `import pandas` in the code p50 / p95 | call with `import pandas` p50 / p95 |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const [variant, m] of Object.entries(p).filter(([k]) => k !== "measuredAt")) {
+    const ip = m.importPandas;
+    lines.push(`| ${variant} | ${m.sizeMb} | ${m.dockerRunRm.p50} | ${m.cold.p50} / ${m.cold.p95} | ${m.warm.p50} / ${m.warm.p95} | ${ip ? `${ip.inCode.p50} / ${ip.inCode.p95}` : "— (not installed)"} | ${ip ? `${ip.call.p50} / ${ip.call.p95}` : "—"} |`);
+  }
+  if (p.data && p.stdlib) {
+    lines.push("", `Ratios, data ÷ stdlib: size ${ratio(p.data.sizeMb, p.stdlib.sizeMb)}, cold ${ratio(p.data.cold.p50, p.stdlib.cold.p50)}, warm ${ratio(p.data.warm.p50, p.stdlib.warm.p50)}.`);
+  }
+  lines.push("");
+  return lines;
+}
+
 function render(result) {
   const lines = [];
   const mark = (ok) => (ok ? "met" : "**missed**");
@@ -408,6 +470,7 @@ function render(result) {
     lines.push(`Start-up over stdio (${STARTUPS} launches): spawn → \`initialize\` answered p50 ${r.startup.initialize.p50} / p95 ${r.startup.initialize.p95} ms; spawn → first \`execute_code\` result p50 ${r.startup.firstResult.p50} / p95 ${r.startup.firstResult.p95} ms.`, "");
     lines.push(`Token efficiency (10,000 rows filtered to 5 in the sandbox): ${r.tokenEfficiency.bytesViaCode} bytes reach the client instead of ${r.tokenEfficiency.bytesDirect} from a direct tool call: ${r.tokenEfficiency.ratio} × fewer.`, "");
   }
+  lines.push(...renderPythonImages(result.pythonImages));
   lines.push(result.notes ?? "");
   return `${lines.join("\n")}\n`;
 }
@@ -422,36 +485,55 @@ if (process.argv.includes("--render")) {
 
 const dataDir = mkdtempSync(join(tmpdir(), "codebox-bench-"));
 try {
-  execFileSync(process.execPath, [cli, "image", "build", "all"], { stdio: "ignore", env: { ...process.env, CODEBOX_DATA_DIR: join(dataDir, "data") } });
-  const { defaultImageTag } = await import(join(root, "dist", "sandbox", "docker", "image-builder.js"));
-  const images = { node: defaultImageTag("node"), bun: defaultImageTag("bun"), python: defaultImageTag("python") };
-  const runtimes = (process.env.BENCH_RUNTIMES ?? "runc,runsc").split(",");
-  const info = JSON.parse(execFileSync("docker", ["info", "--format", "{{json .}}"], { encoding: "utf8" }));
-  const result = { date: new Date().toISOString(), cores: cpus().length, node: process.version, docker: info.ServerVersion, images, hostNode: await hostNode(), hostPython: await hostPython(), runtimes: [] };
-  log(`host node -e 0: p50 ${result.hostNode.p50} ms; host python3 -c pass: p50 ${result.hostPython.p50} ms`);
-  for (const rt of runtimes) {
-    if (rt === "runsc" && !Object.keys(info.Runtimes ?? {}).includes("runsc")) {
-      log("runsc not registered: skipped (run scripts/setup.sh)");
-      continue;
+  if (process.env.BENCH_ONLY === "python-images") {
+    // Only the Python images, merged into the last full results.
+    const file = join(root, "bench-results", "bench.json");
+    const result = JSON.parse(readFileSync(file, "utf8"));
+    result.pythonImages = { ...(await benchPythonImages(dataDir)), measuredAt: new Date().toISOString() };
+    result.notes = readFileSync(join(root, "bench", "NOTES.md"), "utf8");
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    writeFileSync(join(root, "docs", "PERFORMANCE.md"), render(result));
+    log("merged the Python images into bench-results/bench.json and docs/PERFORMANCE.md");
+  } else {
+    execFileSync(process.execPath, [cli, "image", "build", "all"], { stdio: "ignore", env: { ...process.env, CODEBOX_DATA_DIR: join(dataDir, "data") } });
+    const { defaultImageTag } = await import(join(root, "dist", "sandbox", "docker", "image-builder.js"));
+    const images = { node: defaultImageTag("node"), bun: defaultImageTag("bun"), python: defaultImageTag("python") };
+    const runtimes = (process.env.BENCH_RUNTIMES ?? "runc,runsc").split(",");
+    const info = JSON.parse(execFileSync("docker", ["info", "--format", "{{json .}}"], { encoding: "utf8" }));
+    const result = { date: new Date().toISOString(), cores: cpus().length, node: process.version, docker: info.ServerVersion, images, hostNode: await hostNode(), hostPython: await hostPython(), runtimes: [] };
+    log(`host node -e 0: p50 ${result.hostNode.p50} ms; host python3 -c pass: p50 ${result.hostPython.p50} ms`);
+    for (const rt of runtimes) {
+      if (rt === "runsc" && !Object.keys(info.Runtimes ?? {}).includes("runsc")) {
+        log("runsc not registered: skipped (run scripts/setup.sh)");
+        continue;
+      }
+      try {
+        result.runtimes.push(await benchRuntime(rt, images, dataDir));
+      } catch (err) {
+        // One runtime's failure must not lose the others' figures.
+        log(`${rt} failed: ${err.stack ?? err}`);
+        result.runtimes.push({ runtime: rt, error: String(err.message ?? err).slice(0, 500) });
+      }
     }
+    if (runtimes.includes("runc")) {
+      try {
+        result.pythonImages = await benchPythonImages(dataDir);
+      } catch (err) {
+        log(`python images failed: ${err.stack ?? err}`);
+        result.pythonImages = { error: String(err.message ?? err).slice(0, 500) };
+      }
+    }
+    const notesFile = join(root, "bench", "NOTES.md");
     try {
-      result.runtimes.push(await benchRuntime(rt, images, dataDir));
-    } catch (err) {
-      // One runtime's failure must not lose the others' figures.
-      log(`${rt} failed: ${err.stack ?? err}`);
-      result.runtimes.push({ runtime: rt, error: String(err.message ?? err).slice(0, 500) });
+      result.notes = readFileSync(notesFile, "utf8");
+    } catch {
+      result.notes = "";
     }
+    mkdirSync(join(root, "bench-results"), { recursive: true });
+    writeFileSync(join(root, "bench-results", "bench.json"), `${JSON.stringify(result, null, 2)}\n`);
+    writeFileSync(join(root, "docs", "PERFORMANCE.md"), render(result));
+    log("wrote docs/PERFORMANCE.md and bench-results/bench.json");
   }
-  const notesFile = join(root, "bench", "NOTES.md");
-  try {
-    result.notes = readFileSync(notesFile, "utf8");
-  } catch {
-    result.notes = "";
-  }
-  mkdirSync(join(root, "bench-results"), { recursive: true });
-  writeFileSync(join(root, "bench-results", "bench.json"), `${JSON.stringify(result, null, 2)}\n`);
-  writeFileSync(join(root, "docs", "PERFORMANCE.md"), render(result));
-  log("wrote docs/PERFORMANCE.md and bench-results/bench.json");
 } finally {
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
     const m = line.split(" ")[4];

@@ -161,6 +161,14 @@ async function main(argv: string[]): Promise<number> {
         if (r.stdoutTruncated || r.stderrTruncated) logger.warn(`output cut at ${config.sandbox.maxOutputBytes} bytes per stream (stdout ${r.stdoutBytes} bytes, stderr ${r.stderrBytes} bytes in all)`);
         if (r.timedOut) logger.error(`timed out after ${r.durationMs} ms; the sandbox was killed`);
         if (r.oomKilled) logger.error(r.exitCode === 137 ? "killed: out of memory" : "out of memory");
+        // A terminal shows no images: each one shown is saved in the workspace, and its path printed.
+        const workspace = (await app.dirs.ensure(config.userId)).workspace;
+        for (const [i, item] of r.shown.entries()) {
+          let path = item.kind === "file" ? item.path : `.codebox/images/${r.runId}-cli-${i + 1}.${item.mime.split("/")[1]!.replace("svg+xml", "svg")}`;
+          if (item.kind === "image") await app.files.writeWorkspace(config.userId, path, item.data).catch(() => (path = ""));
+          process.stderr.write(`[${item.label}: ${path ? `${workspace}/${path}` : "could not be saved"}]\n`);
+        }
+        for (const note of r.notes) process.stderr.write(`[${note}]\n`);
         return r.exitCode ?? (r.timedOut ? 124 : 137);
       } finally {
         await app.close();
