@@ -30,7 +30,8 @@ const MAX_NOTES = 10;
 /** A label the sandbox chose, made safe to print: one short line of ordinary characters. */
 export function cleanLabel(name: string | undefined): string | undefined {
   if (!name) return undefined;
-  const clean = name.replace(/[^\p{L}\p{N} ._()+-]/gu, "_").slice(0, 80).trim();
+  // Cut by code point, never inside a surrogate pair.
+  const clean = Array.from(name.replace(/[^\p{L}\p{N} ._()+-]/gu, "_")).slice(0, 80).join("").trim();
   return clean || undefined;
 }
 
@@ -157,20 +158,23 @@ export async function returnOutputs(files: WorkspaceFiles, limits: DisplayLimits
     let mime = mimeOfPath(e.path);
     let dims: { width?: number | undefined; height?: number | undefined } = {};
     const label = e.path.split("/").pop()!;
-    if (mime.startsWith("image/") && RASTER_MIMES.includes(mime as ImageMime) && displays.reserveInline(e.size)) {
+    let bytes = e.size;
+    if (RASTER_MIMES.includes(mime as ImageMime) && e.size <= limits.inlineMaxBytes) {
       try {
+        // The bytes decide (the file may have changed since it was listed): its size, its format, the budget.
         const data = await files.readWorkspace(userId, e.path);
+        bytes = data.length;
         const info = sniffImage(data);
         if (!("error" in info) && RASTER_MIMES.includes(info.mime)) {
           mime = info.mime;
           dims = { width: info.width, height: info.height };
-          items.push({ kind: "image", mime: info.mime, data, label, ...dims });
+          if (displays.reserveInline(data.length)) items.push({ kind: "image", mime: info.mime, data, label, ...dims });
         }
       } catch {
         // changed or gone since the listing: linked only
       }
     }
-    items.push({ kind: "file", path: e.path, mime, bytes: e.size, label, ...dims });
+    items.push({ kind: "file", path: e.path, mime, bytes, label, ...dims });
   }
   return { items, lines };
 }

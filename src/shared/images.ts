@@ -37,7 +37,8 @@ export function sniffImage(data: Uint8Array): ImageInfo | { error: string } {
     if (b.subarray(Math.max(0, b.length - 64)).lastIndexOf(Buffer.from([0xff, 0xd9])) === -1) return { error: "a JPEG that is cut short (no end-of-image marker)" };
     return jpeg(b);
   }
-  if (b.length >= 10 && (b.toString("latin1", 0, 6) === "GIF87a" || b.toString("latin1", 0, 6) === "GIF89a")) {
+  // A GIF is at least its header, its screen descriptor and the trailer: 14 bytes.
+  if (b.length >= 14 && (b.toString("latin1", 0, 6) === "GIF87a" || b.toString("latin1", 0, 6) === "GIF89a")) {
     if (b[b.length - 1] !== 0x3b) return { error: "a GIF that is cut short (no trailer)" };
     return checked({ mime: "image/gif", width: b.readUInt16LE(6), height: b.readUInt16LE(8) });
   }
@@ -126,8 +127,38 @@ function webp(b: Buffer): ImageInfo | { error: string } {
   return { error: "a WebP file of an unknown kind" };
 }
 
-/** SVG: UTF-8 text whose first element (after an XML declaration, comments, a doctype) is <svg. */
+/**
+ * SVG: UTF-8 text whose first element, after an XML declaration, comments and a doctype, is <svg.
+ * A scan that only moves forward (linear time: the text is the sandbox's, and a backtracking
+ * pattern over it would stall the server's event loop).
+ */
 function looksLikeSvg(b: Buffer): boolean {
-  const head = b.toString("utf8", 0, Math.min(b.length, 4096)).replace(/^\uFEFF/, "");
-  return /^\s*(<\?xml[^>]*\?>\s*)?(<!--[\s\S]*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?(<!--[\s\S]*?-->\s*)*<svg[\s>]/i.test(head);
+  const s = b.toString("utf8", 0, Math.min(b.length, 4096)).replace(/^\uFEFF/, "");
+  let i = 0;
+  const skipSpace = () => {
+    while (i < s.length && (s[i] === " " || s[i] === "\n" || s[i] === "\r" || s[i] === "\t")) i++;
+  };
+  skipSpace();
+  if (s.startsWith("<?xml", i)) {
+    const end = s.indexOf("?>", i);
+    if (end === -1) return false;
+    i = end + 2;
+  }
+  for (;;) {
+    skipSpace();
+    if (s.startsWith("<!--", i)) {
+      const end = s.indexOf("-->", i + 4);
+      if (end === -1) return false;
+      i = end + 3;
+    } else if (/^<!DOCTYPE\s+svg[\s>[]/i.test(s.slice(i, i + 40))) {
+      // An internal subset ([ … ]) may hold ">" characters: the doctype ends at the ">" after it.
+      const gt = s.indexOf(">", i);
+      const open = s.indexOf("[", i);
+      const close = open !== -1 && open < gt ? s.indexOf("]", open) : -1;
+      const end = open !== -1 && open < gt ? (close === -1 ? -1 : s.indexOf(">", close)) : gt;
+      if (end === -1) return false;
+      i = end + 1;
+    } else break;
+  }
+  return /^<svg[\s/>]/i.test(s.slice(i, i + 5));
 }

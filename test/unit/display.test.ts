@@ -172,7 +172,7 @@ describe("cleanLabel: a name the sandbox chose, made printable", () => {
   // Known bug: the cut at 80 counts UTF-16 code units, so a letter outside the BMP (here U+20000,
   // a CJK ideograph) straddling it leaves half a surrogate pair, which is no allowed character.
   // When cleanLabel cuts by code point this test fails; then make it a plain `it`.
-  it.fails("does not cut a character outside the BMP in half", () => {
+  it("does not cut a character outside the BMP in half", () => {
     const label = cleanLabel(`${"a".repeat(79)}\u{20000}`)!;
     expect(label).toMatch(/^[\p{L}\p{N} ._()+-]+$/u);
   });
@@ -560,6 +560,25 @@ describe("returnOutputs", () => {
     ]);
   });
 
+  it("spends inline budget only on what it shows: a file named .png that is not one costs nothing", async () => {
+    const files = new FakeWorkspace().put("out/a-fake.png", "A".repeat(990), 2_000).put("out/b-real.png", png(2, 2), 2_000);
+    const r = await returnOutputs(files, limits({ inlineMaxBytes: 1000, maxInlineTotalBytes: 1000 }), "u1", "out", since, displays({ inlineMaxBytes: 1000, maxInlineTotalBytes: 1000 }));
+    expect(r.items.map((i) => `${i.kind} ${i.label}`)).toEqual(["file a-fake.png", "image b-real.png", "file b-real.png"]);
+  });
+
+  it("goes by the bytes it read, not the size listed: a file grown since is never inline past the cap", async () => {
+    const big = png(40, 40, 5_080);
+    const files = new (class extends FakeWorkspace {
+      override async readWorkspace(userId: string, path: string): Promise<Buffer> {
+        await super.readWorkspace(userId, path);
+        return big;
+      }
+    })().put("out/grows.png", png(1, 1).subarray(0, 10), 2_000);
+    const r = await returnOutputs(files, limits({ inlineMaxBytes: 1000 }), "u1", "out", since, displays({ inlineMaxBytes: 1000 }));
+    expect(r.items).toMatchObject([{ kind: "file", path: "out/grows.png", bytes: big.length }]);
+    expect(r.items).toHaveLength(1);
+  });
+
   it("shares the inline budget with the images the run displayed", async () => {
     const d = displays({ inlineMaxBytes: 1000, maxInlineTotalBytes: 1500 });
     await show(d, png(2, 2, 1000));
@@ -567,7 +586,7 @@ describe("returnOutputs", () => {
     const r = await returnOutputs(files, limits({ inlineMaxBytes: 1000, maxInlineTotalBytes: 1500 }), "u1", "out", since, d);
     // 1000 shown; a (600) would pass 1500; b (500) fits exactly; c is over the per-image cap.
     expect(r.items.map((i) => (i.kind === "image" ? `inline ${i.label}` : `link ${i.label}`))).toEqual(["link a.png", "inline b.png", "link b.png", "link c.png"]);
-    expect(files.calls).toEqual(["list u1 5000", "read u1 out/b.png"]);
+    expect(files.calls).toEqual(["list u1 5000", "read u1 out/a.png", "read u1 out/b.png"]);
   });
 
   it("reports a folder that cannot be listed, and returns nothing", async () => {
