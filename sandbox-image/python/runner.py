@@ -10,12 +10,14 @@ import ast
 import asyncio
 import atexit
 import builtins
+import io
 import json
 import linecache
 import os
 import sys
 import traceback
 import types
+import weakref
 
 MAIN_PATH = "/workspace/__codebox_main__.py"
 RUNNER_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +65,35 @@ def display(*objs, **kwargs):
     from servers.display import display as show_in_result
 
     return show_in_result(*objs, **kwargs)
+
+
+class TrackedFiles:
+    """Files the code opened, flushed before the completion line: the host removes the container as
+    soon as it reads that line, before Python's own shutdown would flush a file the code never
+    closed (`f = open(...); f.write(...)` at the end of a script)."""
+
+    def __init__(self):
+        self.files = weakref.WeakSet()
+        real_open = io.open
+
+        def open(*args, **kwargs):  # noqa: A001 - it is the builtin, tracked
+            f = real_open(*args, **kwargs)
+            try:
+                self.files.add(f)
+            except TypeError:
+                pass
+            return f
+
+        open.__doc__ = real_open.__doc__
+        builtins.open = io.open = open
+
+    def flush(self):
+        for f in list(self.files):
+            try:
+                if not f.closed and f.writable():
+                    f.flush()
+            except Exception as err:  # noqa: BLE001 - reported, then the run ends as it would
+                os.write(2, f"codebox: could not finish writing {getattr(f, 'name', 'a file')}: {err}\n".encode(errors="replace"))
 
 
 class HyphenatedSkills:
@@ -123,11 +154,19 @@ def main():
     sys.stderr.reconfigure(line_buffering=True)
 
     state = {"status": 0}
+    files = TrackedFiles()
     completion = payload.get("completion")
     if isinstance(completion, str):
         def trailer():
             # atexit runs after non-daemon threads have finished and after handlers the code
             # registered itself (they were registered later): nothing the code prints follows it.
+            logging = sys.modules.get("logging")
+            if logging is not None:
+                try:
+                    logging.shutdown()
+                except Exception:
+                    pass
+            files.flush()
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()

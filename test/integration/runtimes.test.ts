@@ -77,6 +77,27 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
       expect(existsSync(join(ws, "__pycache__"))).toBe(false);
     });
 
+    it("keeps what the code wrote to files it never closed, though the container is removed at the completion line", async () => {
+      // Two million objects make Python's own shutdown slow: without the runner's flush the
+      // container was removed before shutdown flushed the files (0 bytes, most runs under runsc).
+      const r = await py(
+        [
+          "import logging, pathlib",
+          "f = open('/workspace/unclosed.txt', 'w'); f.write('x' * 5000)",
+          "b = pathlib.Path('/workspace/unclosed.bin').open('wb'); b.write(bytes(3000))",
+          "logging.basicConfig(filename='/workspace/unclosed.log', level=logging.INFO); logging.info('kept')",
+          "junk = [dict() for _ in range(2_000_000)]",
+          "print('written')",
+        ].join("\n"),
+      );
+      expect(r.stdout).toBe("written\n");
+      const ws = (await app.dirs.ensure("rt-user")).workspace;
+      const { readFileSync } = await import("node:fs");
+      expect(readFileSync(join(ws, "unclosed.txt"), "utf8")).toBe("x".repeat(5000));
+      expect(readFileSync(join(ws, "unclosed.bin")).length).toBe(3000);
+      expect(readFileSync(join(ws, "unclosed.log"), "utf8")).toBe("INFO:root:kept\n");
+    });
+
     it("has the data stack on a read-only root under the process limit: BLAS, pandas, scipy, openpyxl, Pillow and a chart shown", async () => {
       const r = await py(
         [
