@@ -8,6 +8,7 @@
 # sys.path: a file the code planted there (ast.py, asyncio.py) must never run as the runner's.
 import ast
 import asyncio
+import importlib
 import atexit
 import builtins
 import io
@@ -15,6 +16,7 @@ import json
 import linecache
 import os
 import sys
+import threading
 import traceback
 import types
 import weakref
@@ -132,8 +134,47 @@ def seed_matplotlib():
         pass  # matplotlib makes its own list then
 
 
+def workspace_shadows_installed():
+    """Whether /workspace holds a module (x.py or a folder x) named like an installed one. A
+    preloaded module and everything it imports would then be the installed one, where a cold run
+    imports the user's: such a workspace gets no preload."""
+    try:
+        mine = {e[:-3] if e.endswith(".py") else e for e in os.listdir("/workspace") if e.endswith(".py") or os.path.isdir("/workspace/" + e)}
+    except OSError:
+        return False
+    installed = set(sys.builtin_module_names)
+    for folder in sys.path[1:]:
+        try:
+            installed.update(e.split(".")[0] for e in os.listdir(folder))
+        except OSError:
+            pass
+    return not mine.isdisjoint(installed)
+
+
+def start_preload():
+    """A warm container of the data image (the host sets CODEBOX_PYTHON_PRELOAD) imports the heavy
+    modules in the background while it waits for its code: `import pandas` in the run then finds
+    pandas loaded, or waits for the import already under way."""
+    names = [n for n in os.environ.pop("CODEBOX_PYTHON_PRELOAD", "").split(",") if n]
+    if not names or workspace_shadows_installed():
+        return
+
+    def preload():
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the run imports it again and sees the error itself
+                pass
+
+    threading.Thread(target=preload, name="codebox-preload", daemon=True).start()
+
+
 def main():
     seed_matplotlib()
+    # Before the plot backend is chosen (pyplot picks it lazily, on the first figure).
+    if os.path.isfile("/servers/display.py"):
+        os.environ["MPLBACKEND"] = "module://servers._display_mpl"
+    start_preload()
     payload = read_payload()
     # Nothing else arrives on stdin: input() gets EOF, as in a script run without a terminal.
     devnull = os.open("/dev/null", os.O_RDONLY)
@@ -146,7 +187,6 @@ def main():
     # Images: display() as a builtin, and matplotlib's plt.show() into the result, when this
     # run's /servers has the helper (it is generated with the bridge client).
     if os.path.isfile("/servers/display.py"):
-        os.environ["MPLBACKEND"] = "module://servers._display_mpl"
         builtins.display = display
 
     # Output reaches the caller line by line while the code runs (progress notifications).

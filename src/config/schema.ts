@@ -90,6 +90,11 @@ export const ConfigSchema = z
           .transform((l) => [...new Set(l)]),
         /** The Python image: "data" (numpy, pandas, matplotlib, scipy, openpyxl, Pillow) or "stdlib" (smaller, starts faster). */
         pythonPackages: z.enum(PYTHON_PACKAGES).default("data"),
+        /** Modules a warm Python container of the data image imports while it waits for its code (profiles of 256 MiB or more). */
+        pythonPreload: z
+          .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, "must be a module name such as pandas or matplotlib.pyplot"))
+          .max(20)
+          .default(["numpy", "pandas", "matplotlib.pyplot"]),
         /** The OCI runtime the engine starts sandboxes with: runc, or runsc (gVisor). */
         ociRuntime: z.enum(OCI_RUNTIMES).default("runc"),
         profile: z.enum(PROFILE_NAMES).default("standard"),

@@ -1,7 +1,18 @@
 // How each language runtime is packaged: its image, its runner, its PID 1. Everything else
 // (hardening, mounts, the bridge, the pool) is the same for all of them.
-import { type Language, RUNTIME_INFO, type RuntimeName } from "../shared/languages.js";
+import { type Language, type PythonPackages, RUNTIME_INFO, type RuntimeName } from "../shared/languages.js";
 
+
+/** What decides how a warm container's runner boots. */
+export interface WarmContext {
+  ociRuntime: string;
+  memoryMiB: number;
+  pythonPackages: PythonPackages;
+  pythonPreload: readonly string[];
+}
+
+/** Preloading takes ~70 MB: not in profiles smaller than this. */
+export const PRELOAD_MIN_MEMORY_MIB = 256;
 
 export interface RuntimeSpec {
   name: RuntimeName;
@@ -20,7 +31,7 @@ export interface RuntimeSpec {
   /** Variables set at container creation (besides HOME, TMPDIR, PATH). */
   env: readonly string[];
   /** More variables for a container started ahead of its run (the runner may boot fuller). */
-  warmEnv?: readonly string[];
+  warmEnv?: (o: WarmContext) => string[];
   path: string;
 }
 
@@ -36,9 +47,10 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     // kernel's OOM kill (reported as oomKilled) rather than a V8 abort that looks like a crash.
     command: (memoryMiB) => ["/usr/local/bin/node", `--max-old-space-size=${memoryMiB}`, "--experimental-vm-modules", "/opt/codebox/runner.cjs"],
     env: ["NODE_NO_WARNINGS=1"],
-    // A warm container under runsc loads its module hooks at boot, while nobody waits; otherwise
-    // they load only if the code needs them (docs/PERFORMANCE.md).
-    warmEnv: ["CODEBOX_RUNNER_WARM=1"],
+    // A warm container under runsc loads its module hooks at boot, while nobody waits; under runc
+    // it is often taken right after it starts (bursts), so they load when the code needs them
+    // (docs/PERFORMANCE.md).
+    warmEnv: (o) => (o.ociRuntime === "runsc" ? ["CODEBOX_RUNNER_WARM=1"] : []),
     path: "/usr/local/bin",
   },
   bun: {
@@ -64,6 +76,9 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     // whatever the (absent) locale says.
     command: () => ["/usr/bin/python3", "-s", "-B", "-X", "utf8", "/opt/codebox/runner.py"],
     env: ["PYTHONDONTWRITEBYTECODE=1", "PYTHONNOUSERSITE=1"],
+    // A warm container of the data image imports the heavy modules in the background while it
+    // waits: `import pandas` in the run then finds them loaded (docs/PERFORMANCE.md).
+    warmEnv: (o) => (o.pythonPackages === "data" && o.pythonPreload.length > 0 && o.memoryMiB >= PRELOAD_MIN_MEMORY_MIB ? [`CODEBOX_PYTHON_PRELOAD=${o.pythonPreload.join(",")}`] : []),
     path: "/usr/local/bin:/usr/bin",
   },
 };

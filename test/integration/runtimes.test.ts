@@ -77,6 +77,23 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
       expect(existsSync(join(ws, "__pycache__"))).toBe(false);
     });
 
+    it("preloads the data stack in a warm container, but not when the workspace holds a module named like an installed one", async () => {
+      const userId = `preload-${oci}`;
+      const loaded = "import sys\nprint(all(m in sys.modules for m in ('numpy', 'pandas', 'matplotlib.pyplot')))";
+      const settle = () => new Promise((r) => setTimeout(r, oci === "runsc" ? 10_000 : 5_000));
+      await py("print(1)", { userId });
+      await settle();
+      const warm = await py(loaded, { userId });
+      expect(warm.warm).toBe(true);
+      expect(warm.stdout).toBe("True\n");
+      // The user's own numpy.py: a preload would have put the installed numpy in its place.
+      await py("open('/workspace/numpy.py', 'w').write('VALUE = 42\\n')", { userId });
+      await settle();
+      const shadowed = await py(`${loaded}\nimport numpy\nprint(numpy.VALUE)`, { userId });
+      expect(shadowed.warm).toBe(true);
+      expect(shadowed.stdout).toBe("False\n42\n");
+    });
+
     it("keeps what the code wrote to files it never closed, though the container is removed at the completion line", async () => {
       // Two million objects make Python's own shutdown slow: without the runner's flush the
       // container was removed before shutdown flushed the files (0 bytes, most runs under runsc).
@@ -104,7 +121,7 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
           "import numpy as np, pandas as pd, matplotlib, scipy, scipy.linalg, openpyxl, PIL, os, threading",
           "a = np.random.default_rng(1).random((400, 400))",
           "print('blas', np.allclose(a @ np.linalg.inv(a), np.eye(400), atol=1e-6), 'lu', scipy.linalg.lu(a)[0].shape)",
-          "print('threads', threading.active_count(), os.environ['OPENBLAS_NUM_THREADS'])",
+          "print('blas threads', os.environ['OPENBLAS_NUM_THREADS'])",
           "df = pd.DataFrame({'k': [1, 2, 1], 'v': [1.0, 2.0, 3.0]})",
           "print(df.groupby('k').v.sum().to_dict())",
           "import matplotlib.pyplot as plt",
@@ -117,7 +134,7 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
       );
       expect(r.stderr).toBe("");
       expect(r.stdout).toBe(
-        ["blas True lu (400, 400)", "threads 1 1", "{1: 4.0, 2: 2.0}", "backend module://servers._display_mpl root writable False", "files True (3, 2)", ""].join("\n"),
+        ["blas True lu (400, 400)", "blas threads 1", "{1: 4.0, 2: 2.0}", "backend module://servers._display_mpl root writable False", "files True (3, 2)", ""].join("\n"),
       );
       expect(r.exitCode).toBe(0);
       expect(r.shown).toHaveLength(1);

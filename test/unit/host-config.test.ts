@@ -27,8 +27,19 @@ describe("hardened container spec", () => {
     expect(spec.Cmd).toEqual(["/usr/local/bin/node", "--max-old-space-size=256", "--experimental-vm-modules", "/opt/codebox/runner.cjs"]);
     expect(spec.WorkingDir).toBe("/workspace");
     // A container started ahead of its run also tells the runner so (it loads its hooks at boot).
-    const warm = containerSpec({ image: "img", runtimeSpec: RUNTIME_SPECS.node, warm: true, uid: 10001, labels: {}, profile: DEFAULT_PROFILES.standard, runtime: "runc", seccompJson: "{}", workspaceDir: "/w", skillsDir: "/s", nofile: 256, fsizeBytes: 1024 });
+    const warm = containerSpec({ image: "img", runtimeSpec: RUNTIME_SPECS.node, warmEnv: ["CODEBOX_RUNNER_WARM=1"], uid: 10001, labels: {}, profile: DEFAULT_PROFILES.standard, runtime: "runc", seccompJson: "{}", workspaceDir: "/w", skillsDir: "/s", nofile: 256, fsizeBytes: 1024 });
     expect(warm.Env).toEqual(["HOME=/tmp", "TMPDIR=/tmp", "PATH=/usr/local/bin", "NODE_NO_WARNINGS=1", "CODEBOX_RUNNER_WARM=1"]);
+  });
+
+  it("boots warm runners fuller only where it pays: Node's hooks under runsc, Python's preload in the data image with room for it", () => {
+    const ctx = { ociRuntime: "runc", memoryMiB: 256, pythonPackages: "data" as const, pythonPreload: ["numpy", "pandas"] };
+    expect(RUNTIME_SPECS.node.warmEnv?.(ctx)).toEqual([]);
+    expect(RUNTIME_SPECS.node.warmEnv?.({ ...ctx, ociRuntime: "runsc" })).toEqual(["CODEBOX_RUNNER_WARM=1"]);
+    expect(RUNTIME_SPECS.python.warmEnv?.(ctx)).toEqual(["CODEBOX_PYTHON_PRELOAD=numpy,pandas"]);
+    expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, memoryMiB: 255 })).toEqual([]);
+    expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, pythonPackages: "stdlib" })).toEqual([]);
+    expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, pythonPreload: [] })).toEqual([]);
+    expect(RUNTIME_SPECS.bun.warmEnv).toBeUndefined();
   });
   it("drops all capabilities, forbids new privileges and applies the seccomp profile", () => {
     expect(hc.CapDrop).toEqual(["ALL"]);

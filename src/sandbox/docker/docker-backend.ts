@@ -134,10 +134,8 @@ export class DockerSandboxBackend implements SandboxBackend {
       ...containerSpec({
         image: this.images.tag(spec.runtime),
         runtimeSpec: RUNTIME_SPECS[spec.runtime],
-        // Under runsc a warm container waits long enough to load its runner's extras at boot; under
-        // runc it is often taken right after it starts (bursts), and loading them then would delay
-        // that run, so they load when the code needs them (docs/PERFORMANCE.md).
-        warm: (spec.idleMs ?? 0) > 0 && s.ociRuntime === "runsc",
+        // A warm container's runner may boot fuller (RuntimeSpec.warmEnv, docs/PERFORMANCE.md).
+        warmEnv: spec.idleMs ? (RUNTIME_SPECS[spec.runtime].warmEnv?.({ ociRuntime: s.ociRuntime, memoryMiB: spec.profile.memoryMiB, pythonPackages: s.pythonPackages, pythonPreload: s.pythonPreload }) ?? []) : [],
         uid: this.sandboxUid(),
         labels: containerLabels(this.instance, spec.id, spec.userId, Date.now() + lifetimeMs + EXPIRY_MARGIN_MS),
         profile: spec.profile,

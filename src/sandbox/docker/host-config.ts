@@ -86,10 +86,10 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
 export interface ContainerSpecOptions extends HardeningOptions {
   image: string;
   /** The language runtime: its runner is PID 1. */
-  runtimeSpec: Pick<RuntimeSpec, "command" | "env" | "path" | "warmEnv">;
+  runtimeSpec: Pick<RuntimeSpec, "command" | "env" | "path">;
   uid: number;
-  /** Started ahead of its run (the warm pool's). */
-  warm?: boolean;
+  /** Variables for a container started ahead of its run (RuntimeSpec.warmEnv). */
+  warmEnv?: readonly string[];
   labels: Record<string, string>;
 }
 
@@ -102,7 +102,7 @@ export function containerSpec(o: ContainerSpecOptions): ContainerCreateOptions {
     Hostname: "codebox",
     WorkingDir: "/workspace",
     // Security: only these variables; nothing from the host's environment.
-    Env: ["HOME=/tmp", "TMPDIR=/tmp", `PATH=${o.runtimeSpec.path}`, ...o.runtimeSpec.env, ...(o.warm ? (o.runtimeSpec.warmEnv ?? []) : [])],
+    Env: ["HOME=/tmp", "TMPDIR=/tmp", `PATH=${o.runtimeSpec.path}`, ...o.runtimeSpec.env, ...(o.warmEnv ?? [])],
     Labels: o.labels,
     AttachStdin: true,
     AttachStdout: true,
