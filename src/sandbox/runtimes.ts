@@ -77,8 +77,10 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
     command: () => ["/usr/bin/python3", "-s", "-B", "-X", "utf8", "/opt/codebox/runner.py"],
     env: ["PYTHONDONTWRITEBYTECODE=1", "PYTHONNOUSERSITE=1"],
     // A warm container of the data image imports the heavy modules in the background while it
-    // waits: `import pandas` in the run then finds them loaded (docs/PERFORMANCE.md).
-    warmEnv: (o) => (o.pythonPackages === "data" && o.pythonPreload.length > 0 && o.memoryMiB >= PRELOAD_MIN_MEMORY_MIB ? [`CODEBOX_PYTHON_PRELOAD=${o.pythonPreload.join(",")}`] : []),
+    // waits: `import pandas` in the run then finds them loaded. Not under runsc: there the imports
+    // take ~7 s of a 0.5-CPU sandbox, and a run that came meanwhile ran 3-5× slower (docs/PERFORMANCE.md).
+    warmEnv: (o) =>
+      o.pythonPackages === "data" && o.ociRuntime !== "runsc" && o.pythonPreload.length > 0 && o.memoryMiB >= PRELOAD_MIN_MEMORY_MIB ? [`CODEBOX_PYTHON_PRELOAD=${o.pythonPreload.join(",")}`] : [],
     path: "/usr/local/bin:/usr/bin",
   },
 };

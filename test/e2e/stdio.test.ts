@@ -51,8 +51,9 @@ describe("execute_code over stdio", () => {
     expect(tool!.inputSchema.properties).toHaveProperty("code");
     expect(tool!.inputSchema.properties).toHaveProperty("language");
     expect(tool!.inputSchema.properties).toHaveProperty("timeoutMs");
+    expect(tool!.inputSchema.properties).toHaveProperty("outputs");
     expect(Object.keys(tool!.outputSchema?.properties ?? {}).sort()).toEqual(
-      ["durationMs", "exitCode", "oomKilled", "stderr", "stderrFile", "stderrTruncated", "stdout", "stdoutFile", "stdoutTruncated", "timedOut"].sort(),
+      ["durationMs", "exitCode", "notes", "oomKilled", "shown", "stderr", "stderrFile", "stderrTruncated", "stdout", "stdoutFile", "stdoutTruncated", "timedOut"].sort(),
     );
     expect(tool!.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: false });
     expect(tool!.description).toMatch(/\/workspace/);

@@ -37,6 +37,7 @@ describe("hardened container spec", () => {
     expect(RUNTIME_SPECS.node.warmEnv?.({ ...ctx, ociRuntime: "runsc" })).toEqual(["CODEBOX_RUNNER_WARM=1"]);
     expect(RUNTIME_SPECS.python.warmEnv?.(ctx)).toEqual(["CODEBOX_PYTHON_PRELOAD=numpy,pandas"]);
     expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, memoryMiB: 255 })).toEqual([]);
+    expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, ociRuntime: "runsc" })).toEqual([]);
     expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, pythonPackages: "stdlib" })).toEqual([]);
     expect(RUNTIME_SPECS.python.warmEnv?.({ ...ctx, pythonPreload: [] })).toEqual([]);
     expect(RUNTIME_SPECS.bun.warmEnv).toBeUndefined();
