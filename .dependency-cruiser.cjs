@@ -2,8 +2,8 @@
 // (and so by `npm test`): a violation fails the build.
 //
 // Layers, top to bottom; a module may import only from its own layer or below:
-//   cli.ts → transport/ → app.ts, doctor.ts → mcp/ → runs/ → bridge/ | stores/ | sandbox/ → protocol/ | config/ → shared/
-// bridge/, stores/ and sandbox/ are peers: none imports another.
+//   cli.ts → transport/ → app.ts, doctor.ts → mcp/ → runs/ → bridge/ | egress/ | stores/ | sandbox/ → protocol/ | config/ → shared/
+// bridge/, egress/, stores/ and sandbox/ are peers: none imports another.
 const layer = (name, path, mayNotImport) => ({
   name: `layer-${name}`,
   comment: `${name} sits below ${mayNotImport}: it must not import it (dependencies point down)`,
@@ -48,8 +48,9 @@ module.exports = {
     layer("sandbox", "^src/sandbox/", "^src/(?!shared/|protocol/|config/|sandbox/)"),
     layer("bridge", "^src/bridge/", "^src/(?!shared/|protocol/|config/|bridge/)"),
     layer("stores", "^src/stores/", "^src/(?!shared/|protocol/|config/|stores/)"),
-    layer("runs", "^src/runs/", "^src/(?!shared/|protocol/|config/|sandbox/|bridge/|stores/|runs/)"),
-    layer("mcp", "^src/mcp/", "^src/(?!shared/|protocol/|config/|sandbox/(?!docker/)|bridge/|stores/|runs/|mcp/)"),
+    layer("egress", "^src/egress/", "^src/(?!shared/|protocol/|config/|egress/)"),
+    layer("runs", "^src/runs/", "^src/(?!shared/|protocol/|config/|sandbox/|bridge/|egress/|stores/|runs/)"),
+    layer("mcp", "^src/mcp/", "^src/(?!shared/|protocol/|config/|sandbox/(?!docker/)|bridge/|egress/|stores/|runs/|mcp/)"),
     layer("app", "^src/(app|doctor)\\.ts$", "^src/(transport/|cli\\.ts)"),
     layer("transport", "^src/transport/", "^src/cli\\.ts$"),
     {

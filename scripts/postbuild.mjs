@@ -17,6 +17,8 @@ await rm("dist/sandbox-image/node/runner.mjs", { force: true });
 await copyFile("sandbox-image/node/runner.cjs", "dist/sandbox-image/node/runner.cjs");
 await build({ ...common, entryPoints: ["sandbox-image/node/hooks.mjs"], outfile: "dist/sandbox-image/node/hooks.mjs", external: ["./strip.mjs"] });
 await build({ ...common, entryPoints: ["sandbox-image/node/strip.mjs"], outfile: "dist/sandbox-image/node/strip.mjs" });
+// Egress (runs the host allows it): the loopback forwarder and undici's ProxyAgent for fetch.
+await build({ ...common, format: "cjs", entryPoints: ["sandbox-image/node/egress.cjs"], outfile: "dist/sandbox-image/node/egress.cjs" });
 // Bun strips types itself and Python needs nothing: their runners are copied as they are.
 await mkdir("dist/sandbox-image/bun", { recursive: true });
 await mkdir("dist/sandbox-image/python", { recursive: true });

@@ -10,6 +10,7 @@ import type { Logger } from "./shared/logger.js";
 import { join } from "node:path";
 import { Metrics } from "./shared/metrics.js";
 import { type AuditLog, FileAuditLog, noAudit } from "./stores/audit.js";
+import { Egress } from "./egress/egress.js";
 import { UserDirectories } from "./stores/user-dirs.js";
 import { SkillStore } from "./stores/skills.js";
 import { UserFiles } from "./stores/user-files.js";
@@ -54,13 +55,15 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
     if (e.kind === "call") metrics.bridgeCall(e.ok);
     else metrics.bridgeRefusal(e.reason);
   }, { multiUser: options.multiUser ?? false });
+  // Egress only for users the operator allowed some destination (config egress); every decision audited.
+  const egress = new Egress(config, logger, (e) => audit.write(e));
   const skills = new SkillStore();
   const files = new UserFiles(dirs, skills, {
     maxReadBytes: config.storage.maxReadBytes,
     maxWriteBytes: config.storage.maxWriteBytes,
     owner: (process.getuid?.() ?? 0) === 0 ? backend.sandboxUid() : undefined,
   });
-  const runs = new RunService({ config, backend, dirs, logger, bridge, audit, metrics, skills, files });
+  const runs = new RunService({ config, backend, dirs, logger, bridge, egress, audit, metrics, skills, files });
   runsRef = runs;
   let closed = false;
   return {
@@ -74,7 +77,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
     audit,
     metrics,
     files,
-    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages }),
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages, egress: config.egress.allow.length > 0 || Object.keys(config.egress.users).length > 0 }),
     async warmUp() {
       void bridge.start();
       try {
@@ -92,6 +95,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
       await runs.close();
       await backend.close();
       await bridge.close();
+      egress.close();
       await audit.close();
     },
   };

@@ -46,6 +46,32 @@ const language = payload.language === "javascript" ? "javascript" : "typescript"
 const mainPath = MAIN[language];
 for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
 
+// A run the host allowed egress: a forwarder on the loopback to the host's egress proxy (a unix
+// socket; the sandbox has no network), and fetch sent through it.
+if (process.env.CODEBOX_EGRESS_SOCKET) {
+  const net = await import("node:net");
+  const socketPath = process.env.CODEBOX_EGRESS_SOCKET;
+  const proxy = "http://127.0.0.1:3128";
+  try {
+    await new Promise((resolve, reject) => {
+      const server = net.createServer((client) => {
+        const upstream = net.connect(socketPath);
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.on("error", () => upstream.destroy());
+        upstream.on("error", () => client.destroy());
+      });
+      server.once("error", reject);
+      server.listen(3128, "127.0.0.1", resolve);
+      server.unref();
+    });
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = Object.assign((input, init) => realFetch(input, { proxy, ...init }), realFetch);
+  } catch (err) {
+    process.stderr.write(`codebox: egress is unavailable for this run (${err.message})\n`);
+  }
+}
+
 // The host's completion line: see the Node runner.
 if (typeof payload.completion === "string") {
   const completion = payload.completion;

@@ -119,6 +119,14 @@ async function main() {
   // Per-run variables (the bridge's socket and token) arrive with the code, so a container
   // started ahead of time gets them only when it is handed its run.
   for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string") process.env[k] = v;
+  // A run the host allowed egress: the loopback forwarder to its proxy, and fetch routed through it.
+  if (process.env.CODEBOX_EGRESS_SOCKET) {
+    try {
+      await require("./egress.cjs").start(process.env.CODEBOX_EGRESS_SOCKET, 3128);
+    } catch (err) {
+      process.stderr.write(`codebox: egress is unavailable for this run (${err.message})\n`);
+    }
+  }
 
   // The host learns "finished, exit code N" from this line, written last on stdout and on stderr
   // (each pipe keeps its own order, not the order between them), long before the engine reports

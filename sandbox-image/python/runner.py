@@ -15,6 +15,7 @@ import io
 import json
 import linecache
 import os
+import socket
 import sys
 import threading
 import traceback
@@ -174,6 +175,49 @@ def start_preload():
     threading.Thread(target=preload, name="codebox-preload", daemon=True).start()
 
 
+def start_egress_forwarder(path, port):
+    """A run the host allowed egress: a forwarder on the loopback to the host's egress proxy (a
+    unix socket; the sandbox has no network). HTTP_PROXY and friends point at it, so urllib,
+    requests and pip use it as they are."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(64)
+
+    def pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+        except OSError:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def accept():
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(path)
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, name="codebox-egress", daemon=True).start()
+
+
 def main():
     seed_matplotlib()
     # Before the plot backend is chosen (pyplot picks it lazily, on the first figure).
@@ -188,6 +232,12 @@ def main():
     for key, value in (payload.get("env") or {}).items():
         if isinstance(key, str) and isinstance(value, str):
             os.environ[key] = value
+
+    if os.environ.get("CODEBOX_EGRESS_SOCKET"):
+        try:
+            start_egress_forwarder(os.environ["CODEBOX_EGRESS_SOCKET"], 3128)
+        except OSError as err:
+            print(f"codebox: egress is unavailable for this run ({err})", file=sys.stderr)
 
     # Images: display() as a builtin, and matplotlib's plt.show() into the result, when this
     # run's /servers has the helper (it is generated with the bridge client).

@@ -1,10 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config/schema.js";
 import type { Logger } from "../shared/logger.js";
 import { RunEndedError } from "../shared/errors.js";
+import { SocketDirs } from "../shared/socket-dirs.js";
 import { BRIDGE_ENV, SANDBOX_SERVERS_DIR, SANDBOX_SOCKET_DIR, SANDBOX_SOCKET_PATH, SOCKET_NAME } from "../protocol/bridge.js";
 import { type CallbackEvent, type CallbackStats, type DisplayReceiver, RunCallbackServer } from "./callback-server.js";
 import { RunTokens } from "./run-tokens.js";
@@ -18,7 +17,6 @@ import { type UpstreamConnection, UpstreamPool, type UpstreamState } from "./ups
 /** Slack between issuing a token and the container's clock starting (create + start). */
 const START_MARGIN_MS = 15_000;
 /** sockaddr_un.sun_path holds 108 bytes; stay well under it. */
-const MAX_SOCKET_PATH = 100;
 
 /** A host directory the sandbox must see (the same shape as the sandbox port's ExtraMount). */
 export interface BridgeMount {
@@ -68,6 +66,7 @@ export class Bridge {
     // server keeps state cannot be known from its config, so a multi-user server (HTTP) gives each
     // user an instance of their own unless the operator marks it "perUser": false.
     this.perUserByDefault = options.multiUser ?? false;
+    this.socketDirs = new SocketDirs(join(config.dataDir, "run"), SOCKET_NAME, "codebox-run-");
     this.pool = this.makePool(Object.fromEntries(Object.entries(config.mcpServers).filter(([, s]) => !this.isPerUser(s))));
     // A user's own upstreams (per-user servers, config userMcpServers.<user>), connected on first
     // use; a user's server with the same name as a shared one takes its place for that user.
@@ -146,20 +145,10 @@ export class Bridge {
     return [...this.pool.status().filter((s) => !ownNames.has(s.name)), ...(own?.status() ?? [])];
   }
 
-  /** A data dir too deep for a socket path: sockets go into a folder of ours under /tmp. */
-  private shortRunRoot: string | undefined;
+  private readonly socketDirs: SocketDirs;
 
   private runDir(): string {
-    const id = randomBytes(8).toString("hex");
-    const preferred = join(this.config.dataDir, "run", id);
-    if (Buffer.byteLength(join(preferred, SOCKET_NAME)) <= MAX_SOCKET_PATH) return preferred;
-    // Security: a fresh folder with an unpredictable name (mkdtemp, 0700 then 0711), never one a
-    // name someone else could have planted beforehand in a world-writable /tmp.
-    if (!this.shortRunRoot) {
-      this.shortRunRoot = mkdtempSync(join(tmpdir(), "codebox-run-"));
-      chmodSync(this.shortRunRoot, 0o711);
-    }
-    return join(this.shortRunRoot, id);
+    return this.socketDirs.next();
   }
 
   /**
@@ -245,6 +234,6 @@ export class Bridge {
   async close(): Promise<void> {
     await this.pool.close();
     await this.userPools.close();
-    if (this.shortRunRoot) rmSync(this.shortRunRoot, { recursive: true, force: true });
+    this.socketDirs.close();
   }
 }

@@ -9,6 +9,7 @@ import type { UpstreamServerSpec } from "../config/schema.js";
 import { errorMessage, UpstreamUnavailableError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
 import { packageVersion } from "../shared/paths.js";
+import { withTimeout } from "../shared/timeout.js";
 
 export type UpstreamState = "idle" | "connecting" | "ready" | "down";
 
@@ -167,16 +168,6 @@ export class UpstreamConnection {
     this.client = undefined;
     await client?.close().catch(() => {});
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-    }),
-  ]);
 }
 
 /** All configured upstreams. Emits "toolsChanged" when any server's tool list changes. */

@@ -148,6 +148,24 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Where runs may connect, through the egress proxy (docs/SECURITY.md). Empty: no run has any
+     * network. Entries: "api.example.com", "*.example.com", "example.com:8443", "10.0.0.5:9000".
+     */
+    egress: z
+      .object({
+        /** Destinations every user's runs may reach. */
+        allow: z.array(z.string().min(1).max(300)).max(1000).default([]),
+        /** More destinations for one user's runs, by user id. */
+        users: z.record(z.string(), z.array(z.string().min(1).max(300)).max(1000)).default({}),
+        maxBytesPerRun: z.number().int().min(1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
+        maxConnectionsPerRun: z.number().int().min(1).max(100_000).default(256),
+        maxOpenConnections: z.number().int().min(1).max(1024).default(16),
+        connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+        idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+      })
+      .strict()
+      .prefault({}),
     /** Images a run shows (display(), plt.show()) and files it returns (outputs). */
     display: z
       .object({

@@ -23,6 +23,8 @@ export interface McpServerDeps {
   runtimes: readonly RuntimeName[];
   /** What the Python image holds (the data stack by default). */
   pythonPackages?: PythonPackages | undefined;
+  /** The operator allows some users network destinations (execute_code then takes allowHosts). */
+  egress?: boolean | undefined;
 }
 
 /** One MCP server per client connection; all share the run service (and so the engine and limits). */
@@ -36,6 +38,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     upstreams: deps.bridge.upstreamNames,
     runtimes: deps.runtimes,
     pythonPackages: deps.pythonPackages ?? "data",
+    egress: deps.egress ?? false,
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });

@@ -3,6 +3,9 @@
 import { createHash, randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { Bridge, BridgeSlot } from "../bridge/bridge.js";
+import type { Egress, EgressEndpoint } from "../egress/egress.js";
+import { EgressPolicy } from "../egress/policy.js";
+import type { EgressSummary } from "../egress/proxy.js";
 import type { Config, ProfileName } from "../config/schema.js";
 import type { PreparedSandbox, SandboxBackend, SandboxOutcome } from "../sandbox/backend.js";
 import { BusyError, InputError, errorMessage } from "../shared/errors.js";
@@ -30,6 +33,8 @@ export interface ExecuteRequest {
   onOutput?: ((stream: "stdout" | "stderr", chunk: Buffer) => void) | undefined;
   /** A folder in /workspace whose files written by this run the result returns. */
   outputs?: string | undefined;
+  /** Destinations this run may reach, within what the operator allows the user; undefined: all of those. */
+  allowHosts?: string[] | undefined;
 }
 
 /** What a run did, as the tools report it. */
@@ -44,6 +49,8 @@ export interface RunResult extends Omit<SandboxOutcome, "stdoutSpill" | "stderrS
   shown: ShownItem[];
   /** Lines about what was not shown or returned, and why. */
   notes: string[];
+  /** What the run reached through the egress proxy and what it was refused (runs allowed egress). */
+  egress?: EgressSummary | undefined;
 }
 
 export interface RunServiceDeps {
@@ -52,6 +59,7 @@ export interface RunServiceDeps {
   dirs: UserDirectories;
   logger: Logger;
   bridge?: Bridge | undefined;
+  egress?: Egress | undefined;
   audit?: AuditLog | undefined;
   metrics?: Metrics | undefined;
   /** Starter skills to mount read-only at /skills/<name>. */
@@ -130,7 +138,9 @@ export class RunService {
     const b = this.config.bridge;
     const network = this.deps.bridge && b.transport === "tcp" && b.tcpNetwork === "internal" ? await this.deps.backend.userNetwork(userId) : undefined;
     const slot = await this.deps.bridge?.openSlot(userId, network);
+    let egress: EgressEndpoint | undefined;
     try {
+      egress = await this.deps.egress?.open(userId);
       const prepared = await this.deps.backend.prepare({
         id,
         userId,
@@ -139,12 +149,12 @@ export class RunService {
         timeoutMs,
         idleMs,
         mounts: { workspace: mounts.workspace, skills: mounts.skills },
-        extraMounts: [...(slot?.mounts ?? []), ...((await this.deps.skills?.starterMounts()) ?? [])],
+        extraMounts: [...(slot?.mounts ?? []), ...(egress ? [egress.mount] : []), ...((await this.deps.skills?.starterMounts()) ?? [])],
         network: slot?.network,
       });
-      return { key: poolKey(userId, profileName, runtime), prepared, slot, serversVersion: slot?.serversVersion ?? "", expiresAt: Date.now() + (idleMs || timeoutMs) };
+      return { key: poolKey(userId, profileName, runtime), prepared, slot, egress, serversVersion: slot?.serversVersion ?? "", expiresAt: Date.now() + (idleMs || timeoutMs) };
     } catch (err) {
-      await slot?.close();
+      await Promise.allSettled([slot?.close(), egress?.close()]);
       throw err;
     }
   }
@@ -163,27 +173,33 @@ export class RunService {
     const outputs = req.outputs === undefined ? undefined : outputsFolder(req.outputs);
     if (typeof outputs === "object") throw new InputError(outputs.error);
     if (outputs !== undefined && !this.deps.files) throw new InputError("this server keeps no workspace files: omit outputs");
+    // What the run may reach: the operator's list for the user, narrowed to what the run asked for.
+    const operator = this.deps.egress?.policyFor(req.userId) ?? EgressPolicy.none();
+    if (req.allowHosts !== undefined && req.allowHosts.length > 0 && operator.empty) {
+      throw new InputError("this server allows your runs no network destinations: omit allowHosts (an operator lists them in the egress config)");
+    }
+    const egressPolicy = operator.narrow(req.allowHosts);
     if (!this.accepting) throw new BusyError("it is shutting down and takes no new runs");
-    return { limits, runtime, bytes, outputs, timeoutMs: req.timeoutMs ?? limits.timeoutMs };
+    return { limits, runtime, bytes, outputs, egressPolicy, timeoutMs: req.timeoutMs ?? limits.timeoutMs };
   }
 
   /**
    * A warm container of this user, profile and runtime if one is ready or being started; otherwise
    * one started now.
    */
-  private async sandboxFor(req: ExecuteRequest, profile: ProfileName, runtime: RuntimeName, runId: string, timeoutMs: number): Promise<{ prepared: PreparedSandbox; slot: BridgeSlot | undefined; warm: boolean }> {
+  private async sandboxFor(req: ExecuteRequest, profile: ProfileName, runtime: RuntimeName, runId: string, timeoutMs: number): Promise<{ prepared: PreparedSandbox; slot: BridgeSlot | undefined; egress: EgressEndpoint | undefined; warm: boolean }> {
     const key = poolKey(req.userId, profile, runtime);
     const warm = await this.pool.acquire(key, () => this.deps.bridge?.serversVersion(req.userId) ?? "");
     // Calls coming faster than the pool refills (it has grown): start the next now. Otherwise the
     // refill waits for this run to end, so the start does not compete with it for the cores.
     if (this.accepting && this.pool.target(key) > this.config.sandbox.pool.size) this.refill(req.userId, profile, runtime);
-    if (warm) return { prepared: warm.prepared, slot: warm.slot, warm: true };
+    if (warm) return { prepared: warm.prepared, slot: warm.slot, egress: warm.egress, warm: true };
     const entry = await this.pool.gate.enqueue(() => this.prepareEntry(req.userId, profile, runtime, runId, timeoutMs, 0), "now").promise;
-    return { prepared: entry.prepared, slot: entry.slot, warm: false };
+    return { prepared: entry.prepared, slot: entry.slot, egress: entry.egress, warm: false };
   }
 
   async execute(req: ExecuteRequest): Promise<RunResult> {
-    const { limits, runtime, bytes, outputs, timeoutMs } = this.validate(req);
+    const { limits, runtime, bytes, outputs, egressPolicy, timeoutMs } = this.validate(req);
     const release = await this.admission.acquire(req.userId, req.signal);
     const runId = randomUUID();
     const record: Omit<RunAuditRecord, "durationMs" | "exitCode" | "timedOut" | "oomKilled" | "canceled" | "upstreamCalls" | "refusals"> = {
@@ -196,16 +212,18 @@ export class RunService {
       ociRuntime: this.config.sandbox.ociRuntime,
     };
     let slot: BridgeSlot | undefined;
+    let egress: EgressEndpoint | undefined;
     try {
       const mounts = await this.deps.dirs.ensure(req.userId);
       await this.deps.dirs.volumes?.check([mounts.workspace, mounts.skills]);
       this.deps.logger.debug("run requested", { runId, userId: req.userId, language: req.language, runtime, codeBytes: bytes });
       const sandbox = await this.sandboxFor(req, limits.name, runtime, runId, timeoutMs);
       slot = sandbox.slot;
+      egress = sandbox.egress;
       const displays = new RunDisplays(this.config.display, this.deps.files, req.userId, runId);
       let env: Record<string, string>;
       try {
-        env = slot?.bind({ runId, timeoutMs, display: displays }) ?? {};
+        env = { ...(slot?.bind({ runId, timeoutMs, display: displays }) ?? {}), ...(egress?.bind(runId, egressPolicy) ?? {}) };
       } catch (err) {
         await this.deps.backend.discard(sandbox.prepared);
         throw err;
@@ -230,7 +248,8 @@ export class RunService {
       const { stdoutSpill: _o, stderrSpill: _e, ...rest } = outcome;
       const returned = outputs !== undefined && this.deps.files ? await returnOutputs(this.deps.files, this.config.display, req.userId, outputs, started, displays) : { items: [], lines: [] };
       const shown = [...displays.items, ...returned.items];
-      const result: RunResult = { runId, warm: sandbox.warm, ...rest, ...(await this.output.keep(req.userId, runId, outcome)), shown, notes: [...displays.lines, ...returned.lines] };
+      const reached = egress && !egressPolicy.empty ? egress.summary() : undefined;
+      const result: RunResult = { runId, warm: sandbox.warm, ...rest, ...(await this.output.keep(req.userId, runId, outcome)), shown, notes: [...displays.lines, ...returned.lines, ...egressLines(reached)], ...(reached ? { egress: reached } : {}) };
       const stats = slot?.stats() ?? { calls: 0, refusals: 0 };
       this.deps.metrics?.run(outcomeOf(result), result.durationMs);
       this.audit.write({ ...record, durationMs: result.durationMs, exitCode: result.exitCode, timedOut: result.timedOut, oomKilled: result.oomKilled, canceled: false, upstreamCalls: stats.calls, refusals: stats.refusals, warm: sandbox.warm });
@@ -244,11 +263,21 @@ export class RunService {
       this.audit.write({ ...record, durationMs: 0, exitCode: null, timedOut: false, oomKilled: false, canceled, upstreamCalls: stats.calls, refusals: stats.refusals, error: errorMessage(err) });
       throw err;
     } finally {
-      // Security: the token dies and the socket disappears the moment the run ends.
-      await slot?.close();
+      // Security: the token dies and the sockets disappear the moment the run ends.
+      await Promise.allSettled([slot?.close(), egress?.close()]);
       release();
       if (this.accepting) this.refill(req.userId, limits.name, runtime);
       await this.output.discard(runId);
     }
   }
+}
+
+/** The result's lines about egress: where the run went, and what it was refused. */
+function egressLines(s: EgressSummary | undefined): string[] {
+  if (!s) return [];
+  const kib = (n: number) => (n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`);
+  const lines: string[] = [];
+  if (s.reached.length > 0) lines.push(`egress: reached ${s.reached.map((r) => `${r.host}:${r.port} (${r.connections} connection${r.connections === 1 ? "" : "s"}, ${kib(r.bytes)})`).join(", ")}`);
+  for (const r of s.refused) lines.push(`egress refused ${r.host}:${r.port}: ${r.reason}`);
+  return lines;
 }

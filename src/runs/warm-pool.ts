@@ -2,12 +2,15 @@ import type { BridgeSlot } from "../bridge/bridge.js";
 import type { Logger } from "../shared/logger.js";
 import type { PreparedSandbox, SandboxBackend } from "../sandbox/backend.js";
 import { StartGate } from "./start-gate.js";
+import type { EgressEndpoint } from "../egress/egress.js";
 
 /** A container started ahead of time for one user and profile, with its bridge socket. */
 export interface WarmEntry {
   key: string;
   prepared: PreparedSandbox;
   slot?: BridgeSlot | undefined;
+  /** The egress proxy's end, for a user allowed some destination. */
+  egress?: EgressEndpoint | undefined;
   /** The generated /servers tree it mounts; another current one makes it stale. */
   serversVersion: string;
   expiresAt: number;
@@ -174,7 +177,7 @@ export class WarmPool {
   }
 
   private async destroy(e: WarmEntry): Promise<void> {
-    await Promise.allSettled([this.backend.discard(e.prepared), e.slot?.close()]);
+    await Promise.allSettled([this.backend.discard(e.prepared), e.slot?.close(), e.egress?.close()]);
   }
 
   private async sweep(): Promise<void> {

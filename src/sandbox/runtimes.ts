@@ -39,7 +39,7 @@ export const RUNTIME_SPECS: Record<RuntimeName, RuntimeSpec> = {
   node: {
     name: "node",
     ...RUNTIME_INFO.node,
-    runnerFiles: ["runner.cjs", "hooks.mjs", "strip.mjs"],
+    runnerFiles: ["runner.cjs", "hooks.mjs", "strip.mjs", "egress.cjs"],
     repository: "codebox-mcp-sandbox",
     dockerfile: "Dockerfile.sandbox",
     registryBases: ["node:22-alpine"],

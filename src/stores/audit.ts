@@ -28,7 +28,8 @@ export interface RunAuditRecord {
 export type AuditRecord =
   | RunAuditRecord
   | { kind: "call"; runId: string; userId: string; server: string; tool: string; ok: boolean; durationMs: number; responseBytes: number; error?: string }
-  | { kind: "refusal"; runId: string; status: number; reason: string; server?: string; tool?: string };
+  | { kind: "refusal"; runId: string; status: number; reason: string; server?: string; tool?: string }
+  | { kind: "egress"; runId: string; host: string; port: number; allowed: boolean; reason?: string; address?: string; bytesUp?: number; bytesDown?: number };
 
 export interface AuditLog {
   write(record: AuditRecord): void;

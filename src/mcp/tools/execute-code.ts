@@ -9,7 +9,7 @@ import { toolError } from "../result.js";
 import { workspaceUri } from "./files.js";
 
 /** The input schema for the runtimes this server offers (languages and runtimes it does not run are not offered). */
-export function executeCodeInput(enabled: readonly RuntimeName[]) {
+export function executeCodeInput(enabled: readonly RuntimeName[], egress = false) {
   const languages = languagesOf(enabled) as [Language, ...Language[]];
   const jsRuntimes = JS_RUNTIMES.filter((r) => enabled.includes(r));
   const langText: Record<Language, string> = {
@@ -37,6 +37,15 @@ export function executeCodeInput(enabled: readonly RuntimeName[]) {
       .max(1024)
       .optional()
       .describe('A folder in /workspace (e.g. "reports"): files the code writes there come back in the result (links; small images shown).'),
+    ...(egress
+      ? {
+          allowHosts: z
+            .array(z.string().max(300))
+            .max(100)
+            .optional()
+            .describe('Network destinations this run needs ("api.example.com", "*.example.com:8443"), within what the server allows; omit for all of those, [] for none. HTTP(S) goes through a proxy (fetch, requests, pip, npm use it).'),
+        }
+      : {}),
   };
 }
 
@@ -81,13 +90,14 @@ export interface ExecuteCodeDeps {
   /** The language runtimes this server offers. */
   runtimes: readonly RuntimeName[];
   pythonPackages?: PythonPackages | undefined;
+  egress?: boolean | undefined;
 }
 
 function kib(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
 }
 
-export function describeExecuteCode(runs: RunService, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"], pythonPackages: PythonPackages = "data"): string {
+export function describeExecuteCode(runs: RunService, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"], pythonPackages: PythonPackages = "data", egress = false): string {
   const l = runs.limits();
   const js = runtimes.includes("node") || runtimes.includes("bun");
   const py = runtimes.includes("python");
@@ -113,7 +123,9 @@ export function describeExecuteCode(runs: RunService, nodeVersion: string, upstr
       ? ['- TypeScript/JavaScript is an ES module: top-level await works; import built-ins (`import { readFile } from "node:fs/promises"`) and your own .ts/.js files (`import { f } from "/workspace/util.ts"`). TypeScript types are stripped, not checked. No npm packages are installed.']
       : []),
     ...(py ? [`- Python runs as __main__ in /workspace: import your own modules from /workspace, skills with \`from skills.<name> import ...\`; top-level await works. ${pythonPackages === "data" ? "numpy, pandas, matplotlib, scipy, openpyxl and Pillow are installed; nothing else (no pip)." : "Standard library only (no pip packages)."}`] : []),
-    "- No network: DNS, HTTP and sockets to the outside all fail.",
+    egress
+      ? "- Network: none, except HTTP(S) to the destinations this server allows you, through a proxy (HTTP_PROXY is set; fetch, requests, pip and npm use it); other connections and DNS fail."
+      : "- No network: DNS, HTTP and sockets to the outside all fail.",
     `- Show images: ${[py ? "Python `display(obj)` (figures, PIL images, PNG/SVG bytes; DataFrames print as tables) or `plt.show()`" : "", js ? '`import { display } from "/servers/display.ts"; await display(pngBytes)`' : ""].filter(Boolean).join("; ")}. Return files: pass outputs (a /workspace folder) and what the code writes there comes back as links.`,
     ...bridge,
     `- Limits: ${l.memoryMiB} MiB memory, ${l.cpus} CPU, ${l.timeoutMs / 1000} s (pass timeoutMs for less), ${kib(l.maxOutputBytes)} of stdout and of stderr returned (the rest is cut and flagged), ${kib(l.maxCodeBytes)} of code.`,
@@ -150,8 +162,8 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
     "execute_code",
     {
       title: "Execute code in a sandbox",
-      description: describeExecuteCode(deps.runs, deps.nodeVersion, deps.upstreams, deps.runtimes, deps.pythonPackages),
-      inputSchema: executeCodeInput(deps.runtimes),
+      description: describeExecuteCode(deps.runs, deps.nodeVersion, deps.upstreams, deps.runtimes, deps.pythonPackages, deps.egress ?? false),
+      inputSchema: executeCodeInput(deps.runtimes, deps.egress ?? false),
       outputSchema: executeCodeOutput,
       annotations: {
         title: "Execute code in a sandbox",
@@ -175,6 +187,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
           signal: extra.signal,
           onOutput: feedback.onOutput,
           outputs: args.outputs,
+          allowHosts: "allowHosts" in args ? (args.allowHosts as string[] | undefined) : undefined,
         });
         const shown = shownContent(result);
         const links = (

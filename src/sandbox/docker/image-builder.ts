@@ -10,6 +10,7 @@ import { packagePath, packageVersion } from "../../shared/paths.js";
 import { BUN_VERSION, type PythonPackages, type RuntimeName } from "../../shared/languages.js";
 import { RUNTIME_SPECS } from "../runtimes.js";
 import { PYTHON_DATA_PACKAGES, Staging, stageRuntime } from "./rootfs.js";
+import { withTimeout } from "../../shared/timeout.js";
 
 /**
  * The data image's environment: one BLAS/OpenMP thread (a run has at most a CPU or so, and
@@ -102,22 +103,6 @@ async function tryPull(docker: Docker, image: string, logger: Logger): Promise<b
     logger.debug("base image pull failed", { image, err });
     return false;
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
 
 async function runBuild(docker: Docker, context: Pack, tag: string, dockerfile: string, runtime: RuntimeName, buildargs: Record<string, string> = {}): Promise<void> {
