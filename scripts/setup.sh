@@ -49,7 +49,7 @@ if is_root && have_apt; then
   fi
   # The Python data stack (numpy, pandas, matplotlib, scipy, openpyxl, Pillow) for the data image
   # (sandbox.pythonPackages "data", the default); PYTHON_DATA_PACKAGES in src/sandbox/docker/rootfs.ts.
-  data_pkgs="python3-numpy python3-pandas python3-matplotlib python3-scipy python3-openpyxl python3-pil"
+  data_pkgs="python3-numpy python3-pandas python3-matplotlib python3-scipy python3-openpyxl python3-pil python3-pip"
   # shellcheck disable=SC2086
   if ! dpkg -s $data_pkgs >/dev/null 2>&1; then
     say "installing the Python data stack from Debian's packages (for the Python sandbox image)"

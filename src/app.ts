@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { Metrics } from "./shared/metrics.js";
 import { type AuditLog, FileAuditLog, noAudit } from "./stores/audit.js";
 import { Egress } from "./egress/egress.js";
+import { Packages } from "./runs/packages.js";
 import { UserDirectories } from "./stores/user-dirs.js";
 import { SkillStore } from "./stores/skills.js";
 import { UserFiles } from "./stores/user-files.js";
@@ -65,6 +66,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
   });
   const runs = new RunService({ config, backend, dirs, logger, bridge, egress, audit, metrics, skills, files });
   runsRef = runs;
+  const packages = config.packages.enabled ? new Packages({ config, backend, dirs, egress, logger }) : undefined;
   let closed = false;
   return {
     config,
@@ -77,7 +79,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
     audit,
     metrics,
     files,
-    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages, egress: config.egress.allow.length > 0 || Object.keys(config.egress.users).length > 0 }),
+    createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages, egress: config.egress.allow.length > 0 || Object.keys(config.egress.users).length > 0, packages }),
     async warmUp() {
       void bridge.start();
       try {

@@ -219,6 +219,10 @@ def start_egress_forwarder(path, port):
 
 
 def main():
+    # The user's installed packages (/deps, read-only) come before the image's own, so an upgrade
+    # they installed wins; the runner's own imports are all done by now.
+    site = next((i for i, p in enumerate(sys.path) if p.endswith("-packages")), len(sys.path))
+    sys.path.insert(site, "/deps/python/site")
     seed_matplotlib()
     # Before the plot backend is chosen (pyplot picks it lazily, on the first figure).
     if os.path.isfile("/servers/display.py"):

@@ -166,6 +166,23 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Package installs (the packages tool): where from, and how long they may take. */
+    packages: z
+      .object({
+        /** Offer the packages tool. */
+        enabled: z.boolean().default(true),
+        /** npm registry URL; default: the server machine's npm configuration (npm config get registry). */
+        npmRegistry: z.url().optional(),
+        /** CA bundle for it; default: npm's cafile. */
+        npmCafile: z.string().min(1).optional(),
+        /** pip index URL (PEP 503 simple); default: the server machine's pip configuration (index-url). */
+        pipIndexUrl: z.url().optional(),
+        /** CA bundle for it; default: pip's cert. */
+        pipCert: z.string().min(1).optional(),
+        installTimeoutMs: z.number().int().min(5_000).max(3_600_000).default(300_000),
+      })
+      .strict()
+      .prefault({}),
     /** Images a run shows (display(), plt.show()) and files it returns (outputs). */
     display: z
       .object({

@@ -28,6 +28,8 @@ function validName(name: string): boolean {
 /** An IP address in one canonical form (IPv4-mapped IPv6 as IPv4), or undefined. */
 export function normaliseAddress(text: string): string | undefined {
   const bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
+  // A zone id (fe80::1%eth0) names an interface of the host: never an address to allow or reach.
+  if (bare.includes("%")) return undefined;
   const kind = isIP(bare);
   if (kind === 4) return bare.split(".").map((o) => String(Number(o))).join(".");
   if (kind !== 6) return undefined;
@@ -39,7 +41,15 @@ export function normaliseAddress(text: string): string | undefined {
     const lo = Number.parseInt(hexMapped[2]!, 16);
     return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
   }
-  return expandV6(bare);
+  const full = expandV6(bare);
+  // Any spelling of an IPv4-mapped address is the IPv4 address it carries.
+  const m = /^0:0:0:0:0:ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(full);
+  if (m) {
+    const hi = Number.parseInt(m[1]!, 16);
+    const lo = Number.parseInt(m[2]!, 16);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return full;
 }
 
 /** Full, lower-case IPv6 (eight groups), so one address has one spelling. */
@@ -201,7 +211,8 @@ export function forbiddenAddress(address: string, hostAddresses: ReadonlySet<str
   if (!a) return "not an address";
   if (hostAddresses.has(a)) return "an address of this host";
   const family = a.includes(":") ? "ipv6" : "ipv4";
+  if (FORBIDDEN.check(a, family)) return "a loopback, private, link-local or reserved address";
   // IPv4-compatible IPv6 (::a.b.c.d, deprecated) would reach the embedded IPv4 address.
   if (family === "ipv6" && /^0:0:0:0:0:0:[0-9a-f]+:[0-9a-f]+$/.test(a)) return "an IPv4-compatible IPv6 address";
-  return FORBIDDEN.check(a, family) ? "a loopback, private, link-local or reserved address" : undefined;
+  return undefined;
 }

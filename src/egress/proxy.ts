@@ -180,11 +180,13 @@ export class EgressProxy {
     for (const a of addresses) {
       if (this.policy.listsAddress(a, port) || !forbiddenAddress(a, this.hostAddresses)) return { address: a };
     }
-    const why = addresses.length > 0 ? forbiddenAddress(addresses[0]!, this.hostAddresses) : "no addresses";
+    if (addresses.length === 0) return { status: 502, reason: "the name has no addresses" };
+    const why = forbiddenAddress(addresses[0]!, this.hostAddresses);
     return { status: 403, reason: `it leads to ${why} (${addresses.slice(0, 3).join(", ")}), which only an address entry on the allowlist may reach` };
   }
 
   private track(s: Duplex): void {
+    if (this.open.has(s)) return;
     this.open.add(s);
     s.once("close", () => this.open.delete(s));
   }
@@ -194,6 +196,8 @@ export class EgressProxy {
     this.bytes += n;
     if (this.bytes <= this.deps.limits.maxBytesPerRun) return true;
     if (!this.ended) {
+      // The run's egress is over: no new connection either.
+      this.ended = true;
       this.deps.logger.warn("egress byte cap reached: closing the run's connections", { runId: this.runId, bytes: this.bytes });
       this.note("*", 0, false, { reason: `the run passed ${this.deps.limits.maxBytesPerRun} bytes of egress` });
       for (const s of this.open) s.destroy();
@@ -227,29 +231,36 @@ export class EgressProxy {
     const idle = this.deps.limits.idleTimeoutMs;
     client.setTimeout(idle, () => client.destroy());
     upstream.setTimeout(idle, () => upstream.destroy());
-    const done = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.once("close", done);
-    upstream.once("close", done);
-    client.on("error", done);
-    upstream.on("error", done);
+    // Each side's end is passed on (what is queued still arrives); a side that fails or closes
+    // outright takes the other with it.
+    client.on("end", () => upstream.end());
+    upstream.on("end", () => client.end());
+    client.once("close", () => upstream.destroy());
+    upstream.once("close", () => {
+      if (!client.writableEnded) client.end();
+    });
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
     client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-    if (head.length > 0 && this.addBytes(head.length)) {
-      up += head.length;
-      upstream.write(head);
+    if (head.length > 0) {
+      this.count(target.host, target.port, head.length, false);
+      if (this.addBytes(head.length)) {
+        up += head.length;
+        upstream.write(head);
+      }
     }
     client.on("data", (c: Buffer) => {
+      if (!this.addBytes(c.length)) return;
       up += c.length;
       this.count(target.host, target.port, c.length, false);
-      if (this.addBytes(c.length) && !upstream.write(c)) client.pause();
+      if (!upstream.write(c)) client.pause();
     });
     upstream.on("drain", () => client.resume());
     upstream.on("data", (c: Buffer) => {
+      if (!this.addBytes(c.length)) return;
       down += c.length;
       this.count(target.host, target.port, c.length, false);
-      if (this.addBytes(c.length) && !client.write(c)) upstream.pause();
+      if (!client.write(c)) upstream.pause();
     });
     client.on("drain", () => upstream.resume());
     upstream.once("close", () => this.note(target.host, target.port, true, { address: verdict.address, bytesUp: up, bytesDown: down }));

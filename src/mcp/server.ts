@@ -1,5 +1,6 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Bridge } from "../bridge/bridge.js";
+import type { Packages } from "../runs/packages.js";
 import type { RunService } from "../runs/run-service.js";
 import type { PythonPackages, RuntimeName } from "../shared/languages.js";
 import type { UserFiles } from "../stores/user-files.js";
@@ -7,6 +8,7 @@ import type { Logger } from "../shared/logger.js";
 import { SERVER_CAPABILITIES, SERVER_INSTRUCTIONS, serverInfo } from "./identity.js";
 import { registerExecuteCodeTool } from "./tools/execute-code.js";
 import { registerFileTools } from "./tools/files.js";
+import { registerPackagesTool } from "./tools/packages.js";
 import { registerSandboxInfoTool } from "./tools/sandbox-info.js";
 import { registerSearchToolsTool } from "./tools/search-tools.js";
 
@@ -25,6 +27,8 @@ export interface McpServerDeps {
   pythonPackages?: PythonPackages | undefined;
   /** The operator allows some users network destinations (execute_code then takes allowHosts). */
   egress?: boolean | undefined;
+  /** Package installs (the packages tool), when offered. */
+  packages?: Packages | undefined;
 }
 
 /** One MCP server per client connection; all share the run service (and so the engine and limits). */
@@ -42,6 +46,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
   });
   registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });
+  if (deps.packages) registerPackagesTool(server, { packages: deps.packages, logger: deps.logger, userIdFor: deps.userIdFor });
   registerSandboxInfoTool(server, { runs: deps.runs, logger: deps.logger, userIdFor: deps.userIdFor, ociRuntime: deps.ociRuntime, runtimes: deps.runtimes });
   return server;
 }

@@ -148,7 +148,7 @@ export class RunService {
         profile: this.limits(profileName),
         timeoutMs,
         idleMs,
-        mounts: { workspace: mounts.workspace, skills: mounts.skills },
+        mounts: { workspace: mounts.workspace, skills: mounts.skills, deps: mounts.deps },
         extraMounts: [...(slot?.mounts ?? []), ...(egress ? [egress.mount] : []), ...((await this.deps.skills?.starterMounts()) ?? [])],
         network: slot?.network,
       });

@@ -19,7 +19,7 @@ export interface PrepareRequest {
   runtime: RuntimeName;
   profile: ResourceProfile;
   /** Host directories bind-mounted into the sandbox. */
-  mounts: { workspace: string; skills: string };
+  mounts: { workspace: string; skills: string; deps?: string | undefined };
   /** More bind mounts (the generated /servers tree, the run's callback socket directory). */
   extraMounts?: ExtraMount[] | undefined;
   /**

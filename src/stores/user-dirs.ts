@@ -60,6 +60,8 @@ export interface UserDirs {
   root: string;
   workspace: string;
   skills: string;
+  /** Installed packages (node/, python/), mounted read-only at /deps; written only by package installs. */
+  deps: string;
 }
 
 export class UserDirectories {
@@ -74,7 +76,7 @@ export class UserDirectories {
   pathsFor(userId: string): UserDirs {
     assertSafeSegment("user id", userId);
     const root = safeJoin(this.dataDir, "users", userId);
-    return { root, workspace: join(root, "workspace"), skills: join(root, "skills") };
+    return { root, workspace: join(root, "workspace"), skills: join(root, "skills"), deps: join(root, "deps") };
   }
 
   /**
@@ -111,6 +113,8 @@ export class UserDirectories {
     const owner = own === 0 ? this.sandboxUid : undefined;
     await ensureRealDir(dirs.workspace, 0o700, owner);
     await ensureRealDir(dirs.skills, 0o700, owner);
+    // The host's own (installs swap folders in it); the sandbox only reads it.
+    await ensureRealDir(dirs.deps, 0o755);
     return dirs;
   }
 }

@@ -49,9 +49,9 @@ export class UserSession {
   }
 
   /** Runs code through execute_code; a tool error becomes an exception with its text. */
-  async run(code: string, opts: { timeoutMs?: number; language?: string } = {}): Promise<RunOutcome> {
+  async run(code: string, opts: { timeoutMs?: number; language?: string; allowHosts?: string[] } = {}): Promise<RunOutcome> {
     const target = this.flavor === "python" ? { language: "python" } : { language: opts.language ?? "typescript", runtime: this.flavor };
-    const r = await this.call("execute_code", { code, ...target, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) });
+    const r = await this.call("execute_code", { code, ...target, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}), ...(opts.allowHosts ? { allowHosts: opts.allowHosts } : {}) });
     if (r.isError) throw new Error(r.content.map((c) => (c.type === "text" ? c.text : "")).join("\n"));
     return r.structuredContent as unknown as RunOutcome;
   }
@@ -98,6 +98,9 @@ export function makeLab(runtime: Runtime, flavor: Flavor = "node"): Lab {
       limits: { maxConcurrentRuns: 2, maxRunsPerUser: 2, maxQueuedRuns: 2 },
       storage: { quota: "kernel", quotaMiB, quotaInodes: 4096 },
       mcpServers: { rows: { command: process.execPath, args: [rowsServerPath] } },
+      // Egress on for every run: one allowed destination (nothing listens there), so the attacks
+      // run with the proxy in place and must reach nothing beyond it.
+      egress: { allow: ["127.0.0.1:9"] },
     }),
   );
   const envFor = (user: string): Record<string, string> => ({

@@ -136,6 +136,50 @@ const connectAttack = (host: string, port: number, label: string): Attack => ({
   },
 });
 
+/** CONNECT through the run's egress proxy (the loopback forwarder, or its socket) to each target; the status line's code per target. */
+const proxyAttack = (name: string, targets: string[], opts: { allowHosts?: string[]; via: "forwarder" | "socket" }): Attack => ({
+  name,
+  expected: "refused by the proxy (403) or no proxy at all; nothing reached",
+  async run(ctx) {
+    const r = await ctx.alice.run(
+      pick(ctx, {
+        js: `
+      import net from "node:net";
+      const out: string[] = [];
+      for (const t of ${JSON.stringify(targets)}) {
+        out.push(t + "=" + await new Promise((resolve) => {
+          const s = ${opts.via === "forwarder" ? 'net.connect(3128, "127.0.0.1")' : 'net.connect("/run/codebox-egress/proxy.sock")'};
+          let buf = "";
+          s.setTimeout(5000, () => { resolve("timeout"); s.destroy(); });
+          s.on("connect", () => s.write("CONNECT " + t + " HTTP/1.1\r\nhost: " + t + "\r\n\r\n"));
+          s.on("data", (d) => { buf += d; if (buf.includes("\r\n")) { resolve(buf.split(" ")[1]); s.destroy(); } });
+          s.on("error", (e: any) => resolve(e.code));
+        }));
+      }
+      console.log(out.join(" "), process.env.HTTP_PROXY ?? "no-proxy-env");`,
+        py: PY_ERRNO + py`
+      import os, socket
+      out = []
+      for t in ${JSON.stringify(targets)}:
+          try:
+              s = ${opts.via === "forwarder" ? 'socket.create_connection(("127.0.0.1", 3128), timeout=5)' : "socket.socket(socket.AF_UNIX)"}
+              ${opts.via === "forwarder" ? "" : 's.settimeout(5); s.connect("/run/codebox-egress/proxy.sock")'}
+              s.sendall(("CONNECT " + t + " HTTP/1.1\r\nhost: " + t + "\r\n\r\n").encode())
+              out.append(t + "=" + s.recv(200).decode(errors="replace").split(" ")[1])
+              s.close()
+          except OSError as e:
+              out.append(t + "=" + ecode(e))
+      print(" ".join(out), os.environ.get("HTTP_PROXY", "no-proxy-env"))`,
+      }),
+      opts.allowHosts ? { allowHosts: opts.allowHosts } : {},
+    );
+    const observed = r.stdout.trim();
+    const answers = new Map(observed.split(" ").map((tok) => [tok.slice(0, tok.lastIndexOf("=")), tok.slice(tok.lastIndexOf("=") + 1)]));
+    const codes = targets.map((t) => answers.get(t));
+    return { observed, pass: codes.every((c) => c !== undefined && c !== "200") };
+  },
+});
+
 function sha(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
@@ -446,6 +490,8 @@ const ATTACKS: Attack[] = [
   },
   connectAttack("1.1.1.1", 443, "TCP to a public address"),
   connectAttack("169.254.169.254", 80, "cloud metadata (169.254.169.254)"),
+  proxyAttack("egress proxy: the metadata address, a private address, another loopback port, a name and IPv6 loopback, through an allowed run's proxy", ["169.254.169.254:80", "10.0.0.1:80", "127.0.0.1:22", "example.com:443", "[::1]:9", "[::ffff:169.254.169.254]:80"], { via: "forwarder" }),
+  proxyAttack("egress proxy: its socket, from a run that asked for no destinations", ["127.0.0.1:9", "169.254.169.254:80"], { via: "socket", allowHosts: [] }),
   probeAttack("socket-raw-inet", "raw socket (AF_INET, SOCK_RAW)"),
   probeAttack("socket-packet", "packet socket (AF_PACKET)"),
   probeAttack("socket-vsock", "vsock to the hypervisor (AF_VSOCK)"),

@@ -143,6 +143,7 @@ export class DockerSandboxBackend implements SandboxBackend {
         seccompJson: this.seccomp(),
         workspaceDir: spec.mounts.workspace,
         skillsDir: spec.mounts.skills,
+        depsDir: spec.mounts.deps,
         nofile: s.nofile,
         fsizeBytes: s.fsizeMiB * 1024 * 1024,
         extraMounts: spec.extraMounts,

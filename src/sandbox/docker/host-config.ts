@@ -13,6 +13,8 @@ export interface HardeningOptions {
   seccompJson: string;
   workspaceDir: string;
   skillsDir: string;
+  /** The user's installed packages, mounted read-only at /deps. */
+  depsDir?: string | undefined;
   nofile: number;
   fsizeBytes: number;
   extraMounts?: ExtraMount[] | undefined;
@@ -72,6 +74,7 @@ export function hardenedHostConfig(o: HardeningOptions): SandboxHostConfig {
     Mounts: [
       { Type: "bind", Source: o.workspaceDir, Target: "/workspace", ReadOnly: false, BindOptions: { Propagation: "rprivate" } },
       { Type: "bind", Source: o.skillsDir, Target: "/skills", ReadOnly: false, BindOptions: { Propagation: "rprivate" } },
+      ...(o.depsDir ? [{ Type: "bind" as const, Source: o.depsDir, Target: "/deps", ReadOnly: true, BindOptions: { Propagation: "rprivate" as const } }] : []),
       ...(o.extraMounts ?? []).map((m) => ({ Type: "bind", Source: m.source, Target: m.target, ReadOnly: m.readOnly, BindOptions: { Propagation: "rprivate" } })),
     ] as HostConfig["Mounts"],
     // Security: output goes only to our attach stream; a json-file log would let a flood fill the host disk.

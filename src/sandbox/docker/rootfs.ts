@@ -53,7 +53,7 @@ export class Staging {
   static async create(): Promise<Staging> {
     const dir = await fs.mkdtemp(join(tmpdir(), "codebox-image-"));
     const s = new Staging(dir);
-    for (const d of ["etc", "opt/codebox", "usr/local/bin", "workspace", "skills", "servers", "run/codebox"]) await fs.mkdir(join(s.root, d), { recursive: true, mode: 0o755 });
+    for (const d of ["etc", "opt/codebox", "usr/local/bin", "workspace", "skills", "servers", "run/codebox", "run/codebox-egress", "deps"]) await fs.mkdir(join(s.root, d), { recursive: true, mode: 0o755 });
     await fs.mkdir(join(s.root, "tmp"), { mode: 0o1777 });
     await fs.chmod(join(s.root, "tmp"), 0o1777);
     await fs.writeFile(join(s.root, "etc/passwd"), `root:x:0:0:root:/nonexistent:/sbin/nologin\nsandbox:x:${SANDBOX_IMAGE_UID}:${SANDBOX_IMAGE_UID}:sandbox:/tmp:/sbin/nologin\n`);
@@ -81,6 +81,17 @@ export class Staging {
     await fs.mkdir(dirname(at), { recursive: true, mode: 0o755 });
     await fs.rm(at, { force: true });
     await fs.symlink(linkTo, at);
+  }
+
+  /** Copies a host directory tree (links kept as links) to `target` inside the image. */
+  async copyTree(from: string, target: string): Promise<void> {
+    for (const e of await fs.readdir(from, { withFileTypes: true })) {
+      const src = join(from, e.name);
+      const dst = `${target}/${e.name}`;
+      if (e.isDirectory()) await this.copyTree(src, dst);
+      else if (e.isSymbolicLink()) await this.symlink(dst, await fs.readlink(src));
+      else if (e.isFile()) await this.copy(src, dst);
+    }
   }
 
   /** Copies `binaries` and every library they link (the loader included) into the image. */
@@ -152,6 +163,26 @@ export async function sharedLibraries(binaries: string[]): Promise<string[]> {
 /** Node: this machine's own binary (the version the server itself runs on). */
 export async function stageNode(s: Staging): Promise<void> {
   await s.copyWithLibraries([{ from: process.execPath, to: "/usr/local/bin/node" }]);
+  // npm, for package installs (they run in a sandbox of their own, reaching only the registry).
+  const npm = hostNpmRoot();
+  if (npm) await s.copyTree(npm, NPM_ROOT_IN_IMAGE);
+  await s.symlink("/node_modules", "/deps/node/node_modules");
+}
+
+/** Where npm lives in the Node image (its CLI: `node ${NPM_ROOT_IN_IMAGE}/bin/npm-cli.js`). */
+export const NPM_ROOT_IN_IMAGE = "/usr/local/lib/node_modules/npm";
+
+/** This machine's npm, next to the Node that runs the server, if it has one. */
+export function hostNpmRoot(): string | undefined {
+  for (const candidate of [join(dirname(process.execPath), "..", "lib", "node_modules", "npm"), "/usr/lib/node_modules/npm", "/usr/local/lib/node_modules/npm", "/usr/share/nodejs/npm"]) {
+    try {
+      readFileSync(join(candidate, "bin", "npm-cli.js"));
+      return realpathSync(candidate);
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
 }
 
 /** Bun: the binary from its pinned npm package, fetched with this machine's npm configuration. */
@@ -159,6 +190,8 @@ export async function stageBun(s: Staging, logger: Logger): Promise<void> {
   const binary = await fetchBun(s.dir, logger);
   await s.copyWithLibraries([{ from: binary, to: "/usr/local/bin/bun" }]);
   await fs.rm(binary, { force: true });
+  // The user's installed npm packages (mounted at /deps) resolve from anywhere.
+  await s.symlink("/node_modules", "/deps/node/node_modules");
 }
 
 /** Where fetched runtime packages are kept between image builds (checked again on every use). */
@@ -277,7 +310,7 @@ export async function stagePython(s: Staging): Promise<void> {
  * The Python data stack, from Debian's packages (the same CPython as the image): what `import
  * numpy, pandas, matplotlib, scipy, openpyxl, PIL` needs. scripts/setup.sh installs them.
  */
-export const PYTHON_DATA_PACKAGES = ["python3-numpy", "python3-pandas", "python3-matplotlib", "python3-scipy", "python3-openpyxl", "python3-pil"] as const;
+export const PYTHON_DATA_PACKAGES = ["python3-numpy", "python3-pandas", "python3-matplotlib", "python3-scipy", "python3-openpyxl", "python3-pil", "python3-pip"] as const;
 
 /**
  * Packages of the closure whose files are copied. Shared libraries are not listed: `ldd` finds
