@@ -29,6 +29,8 @@ export interface App {
   audit: AuditLog;
   metrics: Metrics;
   files: UserFiles;
+  /** Package installs (the packages tool), unless turned off. */
+  packages: Packages | undefined;
   /**
    * A new MCP server bound to this app's parts (one per client connection). Without a resolver,
    * every call runs as the configured local user (stdio).
@@ -79,6 +81,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
     audit,
     metrics,
     files,
+    packages,
     createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages, egress: config.egress.allow.length > 0 || Object.keys(config.egress.users).length > 0, packages }),
     async warmUp() {
       void bridge.start();

@@ -49,21 +49,31 @@ for (const [k, v] of Object.entries(payload.env ?? {})) if (typeof v === "string
 // A run the host allowed egress: a forwarder on the loopback to the host's egress proxy (a unix
 // socket; the sandbox has no network), and fetch sent through it.
 if (process.env.CODEBOX_EGRESS_SOCKET) {
-  const net = await import("node:net");
+  const { Worker } = await import("node:worker_threads");
   const socketPath = process.env.CODEBOX_EGRESS_SOCKET;
   const proxy = "http://127.0.0.1:3128";
+  // In a worker thread: code that blocks the main thread (spawnSync) still has its traffic forwarded.
+  const forwarder = `
+    const net = require("node:net");
+    const { parentPort, workerData } = require("node:worker_threads");
+    const server = net.createServer((client) => {
+      const upstream = net.connect(workerData.socketPath);
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.on("error", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+    });
+    server.once("error", (err) => parentPort.postMessage({ error: err.message }));
+    server.listen(3128, "127.0.0.1", () => parentPort.postMessage({ listening: true }));`;
   try {
     await new Promise((resolve, reject) => {
-      const server = net.createServer((client) => {
-        const upstream = net.connect(socketPath);
-        client.pipe(upstream);
-        upstream.pipe(client);
-        client.on("error", () => upstream.destroy());
-        upstream.on("error", () => client.destroy());
+      const worker = new Worker(forwarder, { eval: true, workerData: { socketPath } });
+      worker.once("error", reject);
+      worker.once("message", (m) => {
+        if (!m.listening) return reject(new Error(m.error));
+        worker.unref();
+        resolve();
       });
-      server.once("error", reject);
-      server.listen(3128, "127.0.0.1", resolve);
-      server.unref();
     });
     const realFetch = globalThis.fetch;
     globalThis.fetch = Object.assign((input, init) => realFetch(input, { proxy, ...init }), realFetch);

@@ -117,6 +117,17 @@ export interface PackagesDeps {
 
 /** What went wrong, from the installer's output, as a sentence that says what to do. */
 export function explainFailure(manager: PackageManager, output: string, refused: string[]): string {
+  const said = lastErrorLine(output);
+  return `${classify(manager, output, refused)}${said ? ` (${manager} said: ${said})` : ""}`;
+}
+
+/** The installer's last line that reads like an error, cut short. */
+function lastErrorLine(output: string): string | undefined {
+  const lines = output.split("\n").map((l) => l.trim()).filter((l) => /error|not found|no matching|could not|refused|denied|ENOSPC|EDQUOT/i.test(l));
+  return lines.at(-1)?.replace(/^npm (error|ERR!) /, "").slice(0, 300);
+}
+
+function classify(manager: PackageManager, output: string, refused: string[]): string {
   const quota = /ENOSPC|EDQUOT|No space left|Disk quota/i.test(output);
   if (quota) return "the packages do not fit in your storage quota; remove packages or files, then try again";
   if (manager === "npm") {
@@ -131,8 +142,7 @@ export function explainFailure(manager: PackageManager, output: string, refused:
   if (refused.length > 0 || /ECONNREFUSED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|ECONNRESET|ProxyError|Max retries exceeded|Refused by codebox egress|Could not fetch URL/i.test(output)) {
     return "the package registry could not be reached; try again later, or ask the operator to check the registry configuration";
   }
-  const last = output.trim().split("\n").slice(-6).join("\n");
-  return `the install failed:\n${last.slice(-1500)}`;
+  return "the install failed";
 }
 
 export class Packages {
@@ -145,9 +155,10 @@ export class Packages {
     const prev = this.locks.get(userId) ?? Promise.resolve();
     const next = prev.catch(() => {}).then(fn);
     this.locks.set(userId, next);
-    void next.finally(() => {
+    const forget = () => {
       if (this.locks.get(userId) === next) this.locks.delete(userId);
-    });
+    };
+    next.then(forget, forget);
     return next;
   }
 

@@ -47,6 +47,8 @@ beforeAll(async () => {
   const wheel = buildWheel();
   const sha = createHash("sha256").update(wheel.bytes).digest("hex");
   index = createServer((req, res) => {
+    // pip reads only pages served as HTML.
+    if (req.url?.startsWith("/simple")) res.setHeader("content-type", "text/html");
     if (req.url === "/simple/" || req.url === "/simple") res.end('<html><body><a href="/simple/codebox-greet/">codebox-greet</a></body></html>');
     else if (req.url === "/simple/codebox-greet/") res.end(`<html><body><a href="/files/${wheel.name}#sha256=${sha}">${wheel.name}</a></body></html>`);
     else if (req.url === `/files/${wheel.name}`) res.end(wheel.bytes);
@@ -72,7 +74,7 @@ const text = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.
 const USE_NPM = `import _ from "lodash"; import { z } from "zod"; console.log(_.chunk([1, 2, 3, 4], 2).length, z.object({ a: z.string() }).parse({ a: "ok" }).a);`;
 
 describe("packages over stdio", () => {
-  it("installs two npm packages from the configured registry; Node and Bun runs import them", async () => {
+  it("installs two npm packages from the configured registry; Node and Bun runs import them", { timeout: 600_000 }, async () => {
     const r = await packages({ action: "install", manager: "npm", packages: ["lodash@^4", "zod@^3"] });
     expect(r.isError, text(r)).toBeFalsy();
     expect(text(r)).toMatch(/^Installed lodash@4\.\d+\.\d+, zod@3\.\d+\.\d+\./);
@@ -82,7 +84,7 @@ describe("packages over stdio", () => {
     expect(bun.structuredContent).toMatchObject({ exitCode: 0, stdout: "2 ok\n" });
   });
 
-  it("installs a Python package from the local index; a Python run imports it", async () => {
+  it("installs a Python package from the local index; a Python run imports it", { timeout: 600_000 }, async () => {
     const r = await packages({ action: "install", manager: "pip", packages: ["codebox-greet==1.0.0"] });
     expect(r.isError, text(r)).toBeFalsy();
     expect(text(r)).toContain("Installed codebox-greet@1.0.0");
@@ -90,7 +92,7 @@ describe("packages over stdio", () => {
     expect(py.structuredContent).toMatchObject({ exitCode: 0, stdout: "hi from the local index\n" });
   });
 
-  it("refuses what is not a registry package, reports a package that does not exist, and leaves the installed ones usable", async () => {
+  it("refuses what is not a registry package, reports a package that does not exist, and leaves the installed ones usable", { timeout: 600_000 }, async () => {
     const bad = await packages({ action: "install", manager: "npm", packages: ["https://evil.example/x.tgz"] });
     expect(bad.isError).toBe(true);
     expect(text(bad)).toMatch(/not a registry package/);
@@ -105,7 +107,7 @@ describe("packages over stdio", () => {
     expect(text(list)).toMatch(/^npm: lodash@4\.\d+\.\d+, zod@3\.\d+\.\d+\npip: codebox-greet@1\.0\.0$/);
   });
 
-  it("removes a package: later runs no longer find it", async () => {
+  it("removes a package: later runs no longer find it", { timeout: 600_000 }, async () => {
     const r = await packages({ action: "remove", manager: "npm", packages: ["lodash"] });
     expect(r.isError, text(r)).toBeFalsy();
     const after = await run({ code: 'try { await import("lodash"); console.log("found"); } catch { console.log("gone"); }' });
@@ -115,16 +117,16 @@ describe("packages over stdio", () => {
 });
 
 describe("packages and the quota", () => {
-  it("fails an install that does not fit the user's quota, saying so, and keeps what was installed", async () => {
+  it("fails an install that does not fit the user's quota, saying so, and keeps what was installed", { timeout: 600_000 }, async () => {
     const small = new Client({ name: "packages-quota", version: "1" });
     const config = join(dir, "quota.json");
-    writeFileSync(config, JSON.stringify({ storage: { quotaMiB: 8 }, sandbox: { profiles: { standard: { timeoutMs: 60_000 } } } }));
+    writeFileSync(config, JSON.stringify({ storage: { quotaMiB: 16, quotaInodes: 2048 }, sandbox: { profiles: { standard: { timeoutMs: 60_000 } } } }));
     await small.connect(new StdioClientTransport({ command: process.execPath, args: [cliPath, "--config", config], env: serverProcessEnv({ CODEBOX_DATA_DIR: join(dir, "quota-data"), CODEBOX_USER_ID: `${USER}-q` }), stderr: "ignore" }));
     try {
       const call = (args: Record<string, unknown>) => small.callTool({ name: "packages", arguments: args }, undefined, { timeout: 400_000 }) as Promise<CallToolResult>;
       const ok = await call({ action: "install", manager: "npm", packages: ["zod@^3"] });
       expect(ok.isError, text(ok)).toBeFalsy();
-      // TypeScript unpacks to over 20 MB: more than the 8 MiB the user has.
+      // TypeScript unpacks to over 20 MB: more than the 16 MiB the user has.
       const big = await call({ action: "install", manager: "npm", packages: ["typescript@5"] });
       expect(big.isError).toBe(true);
       expect(text(big)).toMatch(/storage quota.*unchanged/s);
