@@ -151,8 +151,8 @@ const proxyAttack = (name: string, targets: string[], opts: { allowHosts?: strin
           const s = ${opts.via === "forwarder" ? 'net.connect(3128, "127.0.0.1")' : 'net.connect("/run/codebox-egress/proxy.sock")'};
           let buf = "";
           s.setTimeout(5000, () => { resolve("timeout"); s.destroy(); });
-          s.on("connect", () => s.write("CONNECT " + t + " HTTP/1.1\r\nhost: " + t + "\r\n\r\n"));
-          s.on("data", (d) => { buf += d; if (buf.includes("\r\n")) { resolve(buf.split(" ")[1]); s.destroy(); } });
+          s.on("connect", () => s.write("CONNECT " + t + " HTTP/1.1\\r\\nhost: " + t + "\\r\\n\\r\\n"));
+          s.on("data", (d) => { buf += d; if (buf.includes("\\r\\n")) { resolve(buf.split(" ")[1]); s.destroy(); } });
           s.on("error", (e: any) => resolve(e.code));
         }));
       }
@@ -164,7 +164,7 @@ const proxyAttack = (name: string, targets: string[], opts: { allowHosts?: strin
           try:
               s = ${opts.via === "forwarder" ? 'socket.create_connection(("127.0.0.1", 3128), timeout=5)' : "socket.socket(socket.AF_UNIX)"}
               ${opts.via === "forwarder" ? "" : 's.settimeout(5); s.connect("/run/codebox-egress/proxy.sock")'}
-              s.sendall(("CONNECT " + t + " HTTP/1.1\r\nhost: " + t + "\r\n\r\n").encode())
+              s.sendall(("CONNECT " + t + " HTTP/1.1\\r\\nhost: " + t + "\\r\\n\\r\\n").encode())
               out.append(t + "=" + s.recv(200).decode(errors="replace").split(" ")[1])
               s.close()
           except OSError as e:
@@ -173,7 +173,7 @@ const proxyAttack = (name: string, targets: string[], opts: { allowHosts?: strin
       }),
       opts.allowHosts ? { allowHosts: opts.allowHosts } : {},
     );
-    const observed = r.stdout.trim();
+    const observed = r.stdout.trim() || `no output; stderr: ${r.stderr.trim().slice(-300)}`;
     const answers = new Map(observed.split(" ").map((tok) => [tok.slice(0, tok.lastIndexOf("=")), tok.slice(tok.lastIndexOf("=") + 1)]));
     const codes = targets.map((t) => answers.get(t));
     return { observed, pass: codes.every((c) => c !== undefined && c !== "200") };
