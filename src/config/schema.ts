@@ -180,6 +180,8 @@ export const ConfigSchema = z
         /** CA bundle for it; default: pip's cert. */
         pipCert: z.string().min(1).optional(),
         installTimeoutMs: z.number().int().min(5_000).max(3_600_000).default(300_000),
+        /** Run npm packages' install scripts (inside the installer's sandbox). Off: most packages need none. */
+        npmInstallScripts: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

@@ -123,8 +123,11 @@ export function explainFailure(manager: PackageManager, output: string, refused:
 
 /** The installer's last line that reads like an error, cut short. */
 function lastErrorLine(output: string): string | undefined {
-  const lines = output.split("\n").map((l) => l.trim()).filter((l) => /error|not found|no matching|could not|refused|denied|ENOSPC|EDQUOT/i.test(l));
-  return lines.at(-1)?.replace(/^npm (error|ERR!) /, "").slice(0, 300);
+  const lines = output
+    .split("\n")
+    .map((l) => l.trim().replace(/^npm (error|ERR!) /, ""))
+    .filter((l) => /error|not found|no matching|could not|refused|denied|ENOSPC|EDQUOT|E404|ETARGET/i.test(l));
+  return lines.at(-1)?.slice(0, 300);
 }
 
 function classify(manager: PackageManager, output: string, refused: string[]): string {
@@ -280,7 +283,7 @@ export class Packages {
     try {
       const prepared = await this.deps.backend.prepare({ id: runId, userId, runtime, profile, mounts: { workspace: work, skills }, extraMounts: [endpoint.mount], timeoutMs });
       const env = endpoint.bind(runId, EgressPolicy.forUser([registry.destination]));
-      const code = manager === "npm" ? npmProgram(registry, change) : pipProgram(registry, change);
+      const code = manager === "npm" ? npmProgram(registry, change, this.deps.config.packages.npmInstallScripts) : pipProgram(registry, change);
       const outcome = await this.deps.backend.run(prepared, { runId, language: manager === "npm" ? "javascript" : "python", code, timeoutMs, warm: false, env, signal });
       return { ...outcome, refused: endpoint.summary().refused.map((r) => `${r.host}:${r.port}`) };
     } finally {
@@ -290,12 +293,12 @@ export class Packages {
 }
 
 /** The installer's program for npm (Node, in the sandbox): npm with scripts off, into /workspace/node. */
-function npmProgram(registry: Registry, change: { add: string[]; remove: string[] }): string {
+export function npmProgram(registry: Registry, change: { add: string[]; remove: string[] }, installScripts = false): string {
   const args = [
     change.add.length > 0 ? "install" : "uninstall",
     "--prefix",
     "/workspace/node",
-    "--ignore-scripts",
+    ...(installScripts ? [] : ["--ignore-scripts"]),
     "--no-audit",
     "--no-fund",
     "--no-update-notifier",
