@@ -27,7 +27,9 @@ export class Egress {
     private readonly logger: Logger,
     private readonly onEvent?: (e: EgressEvent) => void,
   ) {
-    this.dirs = new SocketDirs(join(config.dataDir, "egress"), EGRESS_SOCKET_NAME, "codebox-egress-");
+    // "e": e/<id>/proxy.sock is as long as the bridge's run/<id>/mcp.sock, so a data dir whose bridge
+    // socket fits keeps this one beside it too (a /tmp root is left behind if the server is killed).
+    this.dirs = new SocketDirs(join(config.dataDir, "e"), EGRESS_SOCKET_NAME, "codebox-egress-");
     // Fail at start-up, naming the bad entry, rather than at a user's first run.
     EgressPolicy.forUser(config.egress.allow);
     for (const list of Object.values(config.egress.users)) EgressPolicy.forUser([], list);
