@@ -84,7 +84,9 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
     packages,
     createServer: (userIdFor = () => config.userId) => createMcpServer({ runs, bridge, files, logger, userIdFor, ociRuntime: config.sandbox.ociRuntime, runtimes: config.sandbox.runtimes, pythonPackages: config.sandbox.pythonPackages, egress: config.egress.allow.length > 0 || Object.keys(config.egress.users).length > 0, packages }),
     async warmUp() {
-      void bridge.start();
+      // In the background; a failure here (the data dir gone, say) is logged, and the next run that
+      // needs the bridge starts it again through its own call.
+      bridge.start().catch((err: unknown) => logger.warn(`could not prepare the upstream servers' code API: ${errorMessage(err)}`));
       try {
         const removed = await backend.reapOrphans();
         if (removed > 0) logger.info(`removed ${removed} sandbox container(s) left by a server that exited`);

@@ -99,7 +99,11 @@ export class Bridge {
     this.started ??= (async () => {
       await this.pool.start();
       await this.servers.update(this.pool.tools());
-    })();
+    })().catch((err: unknown) => {
+      // The next caller tries again (e.g. once the data dir is writable).
+      this.started = undefined;
+      throw err;
+    });
     return this.started;
   }
 
