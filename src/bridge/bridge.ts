@@ -132,6 +132,11 @@ export class Bridge {
     return [...new Set([...this.pool.names, ...perUser])].sort();
   }
 
+  /** Whether any user may have an upstream server (shared, per user, or a user's own). */
+  get hasUpstreams(): boolean {
+    return Object.values(this.config.mcpServers).some((s) => !s.disabled) || Object.values(this.config.userMcpServers).some((own) => Object.values(own).some((s) => !s.disabled));
+  }
+
   /** Server names a user may call. */
   async serverNames(userId: string): Promise<string[]> {
     await this.start();

@@ -6,10 +6,10 @@ import type { PythonPackages, RuntimeName } from "../shared/languages.js";
 import type { UserFiles } from "../stores/user-files.js";
 import type { Logger } from "../shared/logger.js";
 import { SERVER_CAPABILITIES, SERVER_INSTRUCTIONS, serverInfo } from "./identity.js";
+import { registerSandboxResources } from "./resources/sandbox-report.js";
 import { registerExecuteCodeTool } from "./tools/execute-code.js";
 import { registerFileTools } from "./tools/files.js";
 import { registerPackagesTool } from "./tools/packages.js";
-import { registerSandboxInfoTool } from "./tools/sandbox-info.js";
 import { registerSearchToolsTool } from "./tools/search-tools.js";
 
 export interface McpServerDeps {
@@ -19,7 +19,7 @@ export interface McpServerDeps {
   logger: Logger;
   /** The user a request runs as: from the authenticated request (HTTP) or the local user (stdio). */
   userIdFor: (authInfo: unknown) => string;
-  /** The OCI runtime sandboxes run under (runc, runsc), reported by sandbox_info. */
+  /** The OCI runtime sandboxes run under (runc, runsc), in the codebox://sandbox report. */
   ociRuntime: string;
   /** The language runtimes execute_code offers. */
   runtimes: readonly RuntimeName[];
@@ -43,10 +43,12 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     runtimes: deps.runtimes,
     pythonPackages: deps.pythonPackages ?? "data",
     egress: deps.egress ?? false,
+    packages: deps.packages !== undefined,
   });
-  registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
+  // Without any upstream server, there is nothing to search: the tool would only cost tokens.
+  if (deps.bridge.hasUpstreams) registerSearchToolsTool(server, { bridge: deps.bridge, logger: deps.logger, userIdFor: deps.userIdFor, runtimes: deps.runtimes });
   registerFileTools(server, { files: deps.files, logger: deps.logger, userIdFor: deps.userIdFor });
   if (deps.packages) registerPackagesTool(server, { packages: deps.packages, logger: deps.logger, userIdFor: deps.userIdFor });
-  registerSandboxInfoTool(server, { runs: deps.runs, logger: deps.logger, userIdFor: deps.userIdFor, ociRuntime: deps.ociRuntime, runtimes: deps.runtimes });
+  registerSandboxResources(server, { runs: deps.runs, userIdFor: deps.userIdFor, ociRuntime: deps.ociRuntime, runtimes: deps.runtimes });
   return server;
 }

@@ -7,6 +7,7 @@ import type { Config } from "../config/schema.js";
 import { errorMessage } from "../shared/errors.js";
 import { mimeOfExtension } from "../shared/mime.js";
 import { IMAGE_EXTENSIONS, type ImageMime, RASTER_MIMES, sniffImage } from "../shared/images.js";
+import { sizeText } from "../shared/format.js";
 
 export type DisplayLimits = Config["display"];
 
@@ -33,10 +34,6 @@ export function cleanLabel(name: string | undefined): string | undefined {
   // Cut by code point, never inside a surrogate pair.
   const clean = Array.from(name.replace(/[^\p{L}\p{N} ._()+-]/gu, "_")).slice(0, 80).join("").trim();
   return clean || undefined;
-}
-
-function size(bytes: number): string {
-  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : bytes >= 1024 ? `${Math.round(bytes / 1024)} KiB` : `${bytes} bytes`;
 }
 
 /** The result's lines and items of one run; the bridge's display endpoint feeds it. */
@@ -97,10 +94,10 @@ export class RunDisplays implements DisplayReceiver {
     const raster = RASTER_MIMES.includes(info.mime);
     if (raster && this.reserveInline(bytes)) {
       this.items.push({ kind: "image", mime: info.mime, data: item.data, label, width: info.width, height: info.height });
-      return { status: 200, body: { ok: true as const, shown: `${label} (${info.mime}${dims}, ${size(bytes)})` } };
+      return { status: 200, body: { ok: true as const, shown: `${label} (${info.mime}${dims}, ${sizeText(bytes)})` } };
     }
     // SVG, or over the inline caps: saved in the workspace under a name of the host's, and linked.
-    if (!this.files) return refuse(413, `${size(bytes)} is over the ${size(this.limits.inlineMaxBytes)} shown inline, and this server keeps no files`);
+    if (!this.files) return refuse(413, `${sizeText(bytes)} is over the ${sizeText(this.limits.inlineMaxBytes)} shown inline, and this server keeps no files`);
     const path = `${IMAGES_DIR}/${this.runId}-${n}.${IMAGE_EXTENSIONS[info.mime]}`;
     try {
       await this.files.writeWorkspace(this.userId, path, item.data);

@@ -20,6 +20,7 @@ import { RunDisplays, type ShownItem, type WorkspaceFiles, outputsFolder, return
 import { FullOutput } from "./full-output.js";
 import { loadNodeMainTools, prepareNodeMain } from "./node-main.js";
 import { type WarmEntry, WarmPool } from "./warm-pool.js";
+import { sizeText } from "../shared/format.js";
 
 export interface ExecuteRequest {
   userId: string;
@@ -275,9 +276,8 @@ export class RunService {
 /** The result's lines about egress: where the run went, and what it was refused. */
 function egressLines(s: EgressSummary | undefined): string[] {
   if (!s) return [];
-  const kib = (n: number) => (n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`);
   const lines: string[] = [];
-  if (s.reached.length > 0) lines.push(`egress: reached ${s.reached.map((r) => `${r.host}:${r.port} (${r.connections} connection${r.connections === 1 ? "" : "s"}, ${kib(r.bytes)})`).join(", ")}`);
+  if (s.reached.length > 0) lines.push(`egress: reached ${s.reached.map((r) => `${r.host}:${r.port} (${r.connections} connection${r.connections === 1 ? "" : "s"}, ${sizeText(r.bytes)})`).join(", ")}`);
   for (const r of s.refused) lines.push(`egress refused ${r.host}:${r.port}: ${r.reason}`);
   return lines;
 }

@@ -1,4 +1,4 @@
-// The programs the `sandbox_info` tool runs inside a sandbox: they measure the isolation from the
+// The programs the codebox://sandbox/<runtime> resource runs inside a sandbox: they measure the isolation from the
 // inside, the way an attacker would see it, and print one JSON object. They are real source files
 // (sandbox-image/probe/), read from the package.
 import { readFileSync } from "node:fs";

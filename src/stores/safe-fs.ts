@@ -1,9 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { constants, type Dirent, promises as fs } from "node:fs";
-import { basename, join } from "node:path";
 import { UnsafePathError } from "../shared/errors.js";
 import { O_DIR, relativeSegments, unsafe, viaFd } from "./fd-paths.js";
-import { removeTree } from "./safe-tree.js";
 
 export { relativeSegments } from "./fd-paths.js";
 
@@ -164,30 +162,4 @@ export async function writeFileBeneath(root: string, rel: string, data: Buffer |
   } finally {
     await dir.close();
   }
-}
-
-/**
- * Removes the entry `name` of directory `dir` (a file, a directory tree or a link), safely even
- * while sandboxed code is running: the entry is first renamed into `trashRoot` (a host-only
- * directory on the same filesystem, invisible to the sandbox), and only then deleted.
- */
-export async function removeEntry(dir: string, name: string, trashRoot: string): Promise<boolean> {
-  // Security: one entry of `dir`, never a path: the rename resolves `name` through the kernel,
-  // which would follow a directory link in the middle of "a/b".
-  if (relativeSegments(name).length !== 1) throw new UnsafePathError(`"${name}" is not a single name; remove entries one directory at a time.`);
-  await fs.mkdir(trashRoot, { recursive: true, mode: 0o700 });
-  const parent = await fs.open(dir, O_DIR).catch((err) => unsafe(err, dir));
-  const trash = join(trashRoot, randomUUID());
-  try {
-    await fs.rename(viaFd(parent.fd, name), trash);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw err;
-  } finally {
-    await parent.close();
-  }
-  // Out of the sandbox's path reach now, but not of a directory handle it may hold (its cwd):
-  // the delete below works one handle at a time and never follows a link, whatever changes.
-  await removeTree(trashRoot, basename(trash));
-  return true;
 }

@@ -2,7 +2,7 @@ import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { InputError, NotFoundError } from "../shared/errors.js";
 import { packagePath } from "../shared/paths.js";
-import { isFileBeneath, listBeneath, readFileBeneath, removeEntry, writeFileBeneath } from "./safe-fs.js";
+import { isFileBeneath, listBeneath, readFileBeneath } from "./safe-fs.js";
 
 // A skill is a folder /skills/<name>/ with SKILL.md (frontmatter: name, description) and its
 // code: index.ts (TypeScript, `import ... from "/skills/<name>/index.ts"`) and/or __init__.py
@@ -67,12 +67,6 @@ export function parseSkillMd(text: string): { name?: string; description?: strin
     out[kv[1] as "name" | "description"] = value.slice(0, MAX_DESCRIPTION);
   }
   return out;
-}
-
-export function renderSkillMd(name: string, description: string, language: SkillLanguage = "typescript"): string {
-  // JSON strings are valid YAML scalars: no injection of other keys through the description.
-  const usage = language === "python" ? `\`\`\`python\nimport ${skillImport(name, "python")} as skill\n\`\`\`` : `\`\`\`ts\nimport * as skill from "${skillImport(name, "typescript")}";\n\`\`\``;
-  return `---\nname: ${name}\ndescription: ${JSON.stringify(description)}\n---\n\n# ${name}\n\n${description}\n\n${usage}\n`;
 }
 
 export class SkillStore {
@@ -147,47 +141,9 @@ export class SkillStore {
       if (!language) throw Object.assign(new Error("no code"), { code: "ENOENT" });
       code = (await readFileBeneath(root, `${name}/${SKILL_FILE[language]}`, MAX_SKILL_FILE)).toString("utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError(`No skill named "${name}". list_skills shows the ones there are.`);
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError(`No skill named "${name}": the skills are the folders of /skills (resources skill://<name>).`);
       throw err;
     }
     return { ...summary, code, language: summary.languages[0]!, skillMd };
-  }
-
-  async save(skillsDir: string, trashRoot: string, input: { name: string; description: string; code: string; language?: SkillLanguage | undefined }, owner?: number): Promise<SkillSummary> {
-    const language = input.language ?? "typescript";
-    validateSkillName(input.name);
-    if (input.description.length === 0 || input.description.length > MAX_DESCRIPTION) throw new InputError(`description must be 1-${MAX_DESCRIPTION} characters (it has ${input.description.length}).`);
-    if ((await this.starterNames()).includes(input.name)) throw new InputError(`"${input.name}" is a built-in skill and cannot be replaced; choose another name.`);
-    // Write the new version beside the old one, then swap: readers see the old or the new skill, never half of one.
-    const staging = `.staging-${input.name}-${Date.now().toString(36)}`;
-    const opts = owner === undefined ? {} : { owner };
-    await writeFileBeneath(skillsDir, `${staging}/SKILL.md`, renderSkillMd(input.name, input.description, language), opts);
-    await writeFileBeneath(skillsDir, `${staging}/${SKILL_FILE[language]}`, input.code, opts);
-    await removeEntry(skillsDir, input.name, trashRoot);
-    const { openDirBeneath } = await import("./safe-fs.js");
-    const dir = await openDirBeneath(skillsDir, []);
-    try {
-      await fs.rename(`/proc/self/fd/${dir.fd}/${staging}`, `/proc/self/fd/${dir.fd}/${input.name}`);
-    } finally {
-      await dir.close();
-    }
-    if (owner !== undefined) {
-      const d = await openDirBeneath(skillsDir, [input.name]);
-      await d.chown(owner, owner).finally(() => d.close());
-    }
-    return {
-      name: input.name,
-      description: input.description,
-      readOnly: false,
-      import: skillImport(input.name, language),
-      languages: [language],
-      ...(language === "python" ? { pythonImport: skillImport(input.name, "python") } : {}),
-    };
-  }
-
-  async delete(skillsDir: string, trashRoot: string, name: string): Promise<boolean> {
-    validateSkillName(name);
-    if ((await this.starterNames()).includes(name)) throw new InputError(`"${name}" is a built-in skill and cannot be deleted.`);
-    return removeEntry(skillsDir, name, trashRoot);
   }
 }

@@ -1,4 +1,3 @@
-import { join } from "node:path";
 import type { UserDirectories } from "./user-dirs.js";
 import { type Entry, listBeneath, readFileBeneath, writeFileBeneath } from "./safe-fs.js";
 import type { Skill, SkillStore, SkillSummary } from "./skills.js";
@@ -22,10 +21,8 @@ export class UserFiles {
     return this.options.maxWriteBytes;
   }
 
-  private async paths(userId: string) {
-    const d = await this.dirs.ensure(userId);
-    // Host-only, on the same filesystem as the user's files (rename, then delete out of reach).
-    return { ...d, trash: join(d.root, ".trash") };
+  private paths(userId: string) {
+    return this.dirs.ensure(userId);
   }
 
   async listWorkspace(userId: string, limit = 1_000, skip?: (rel: string) => boolean): Promise<Entry[]> {
@@ -46,15 +43,5 @@ export class UserFiles {
 
   async getSkill(userId: string, name: string): Promise<Skill> {
     return this.skills.get((await this.paths(userId)).skills, name);
-  }
-
-  async saveSkill(userId: string, input: { name: string; description: string; code: string; language?: "typescript" | "python" | undefined }): Promise<SkillSummary> {
-    const p = await this.paths(userId);
-    return this.skills.save(p.skills, p.trash, input, this.options.owner);
-  }
-
-  async deleteSkill(userId: string, name: string): Promise<boolean> {
-    const p = await this.paths(userId);
-    return this.skills.delete(p.skills, p.trash, name);
   }
 }

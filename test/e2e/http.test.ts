@@ -12,6 +12,11 @@ import { ourContainers, removeDir, rowsServerPath, startHttpServer, tempDir, wai
 
 // The multi-user service: the built CLI with `serve --http`, real SDK clients over Streamable
 // HTTP, API keys for two users, OAuth JWTs from a local JWKS, and a real upstream for one user.
+
+/** TypeScript that saves a skill the way a model does now: files in /skills/<name>/. */
+const SAVE_TS_SKILL = (name: string, description: string, code: string) =>
+  `import fs from "node:fs"; fs.mkdirSync("/skills/${name}", { recursive: true }); fs.writeFileSync("/skills/${name}/SKILL.md", ${JSON.stringify(`---\nname: ${name}\ndescription: ${JSON.stringify(description)}\n---\n`)}); fs.writeFileSync("/skills/${name}/index.ts", ${JSON.stringify(code)}); console.log("saved")`;
+
 const dir = tempDir("e2e-http");
 const suffix = process.pid;
 const ALICE = `alice-${suffix}`;
@@ -157,12 +162,12 @@ describe("per-user isolation", () => {
     await expect(bob.readResource({ uri: "workspace://alice.txt" })).rejects.toThrow();
     await expect(bob.readResource({ uri: "workspace://../alice/workspace/alice.txt" })).rejects.toThrow();
     expect((await alice.readResource({ uri: "workspace://alice.txt" })).contents[0]).toMatchObject({ text: "alice secret" });
-    // Skills: alice's skill is invisible and unimportable for bob.
-    await alice.callTool({ name: "save_skill", arguments: { name: "alice-only", description: "Alice's helper", code: "export const who = () => 'alice';" } });
-    const bobSkills = (await bob.callTool({ name: "list_skills", arguments: {} })) as CallToolResult;
-    expect(JSON.stringify(bobSkills.structuredContent)).not.toContain("alice-only");
-    const imp = await exec(bob, 'try { await import("/skills/alice-only/index.ts"); console.log("imported") } catch (e) { console.log("error", e.code) }');
-    expect(out(imp)).toBe("error ERR_MODULE_NOT_FOUND\n");
+    // Skills: alice's skill, saved from her code, is invisible and unimportable for bob.
+    expect(out(await exec(alice, SAVE_TS_SKILL("alice-only", "Alice's helper", "export const who = () => 'alice';")))).toBe("saved\n");
+    expect((await alice.listResources()).resources.map((r) => r.uri)).toContain("skill://alice-only");
+    expect((await bob.listResources()).resources.map((r) => r.uri)).not.toContain("skill://alice-only");
+    await expect(bob.readResource({ uri: "skill://alice-only" })).rejects.toThrow();
+    expect(out(await exec(bob, 'import fs from "node:fs"; console.log(fs.existsSync("/skills/alice-only"))'))).toBe("false\n");
     // Upstreams: alice has "rows"; bob neither finds nor calls it.
     const aliceSearch = (await alice.callTool({ name: "search_tools", arguments: { query: "rows" } })) as CallToolResult;
     expect(JSON.stringify(aliceSearch.structuredContent)).toContain("list_rows");
@@ -187,35 +192,29 @@ describe("per-user isolation", () => {
 });
 
 describe("skills", () => {
-  it("save_skill, then a later run imports it; list and resources show it; delete removes it", async () => {
-    const saved = (await alice.callTool({ name: "save_skill", arguments: { name: "double-it", description: "Doubles a number", code: "export function double(n: number): number { return n * 2; }" } })) as CallToolResult;
-    expect(saved.isError).toBeFalsy();
+  it("a run saves a skill, a later run imports it; resources show it; a run deletes it", async () => {
+    expect(out(await exec(alice, SAVE_TS_SKILL("double-it", "Doubles a number", "export function double(n: number): number { return n * 2; }")))).toBe("saved\n");
     expect(out(await exec(alice, 'import { double } from "/skills/double-it/index.ts"; console.log(double(21))'))).toBe("42\n");
-    const list = (await alice.callTool({ name: "list_skills", arguments: {} })) as CallToolResult;
-    const names = (list.structuredContent as { skills: Array<{ name: string; readOnly: boolean }> }).skills;
-    expect(names).toEqual(expect.arrayContaining([expect.objectContaining({ name: "double-it", readOnly: false }), expect.objectContaining({ name: "csv", readOnly: true })]));
-    expect((await alice.listResources()).resources.map((r) => r.uri)).toContain("skill://double-it");
-    expect((await alice.readResource({ uri: "skill://double-it" })).contents[0]).toMatchObject({ mimeType: "text/markdown" });
-    const got = (await alice.callTool({ name: "get_skill", arguments: { name: "double-it" } })) as CallToolResult;
-    expect((got.structuredContent as { code: string }).code).toContain("n * 2");
-    expect(((await alice.callTool({ name: "delete_skill", arguments: { name: "double-it" } })) as CallToolResult).isError).toBeFalsy();
-    expect(JSON.stringify((await alice.callTool({ name: "list_skills", arguments: {} })).structuredContent)).not.toContain("double-it");
+    const listed = (await alice.listResources()).resources.filter((r) => r.uri.startsWith("skill://"));
+    expect(listed).toEqual(expect.arrayContaining([expect.objectContaining({ uri: "skill://double-it", description: "Doubles a number" }), expect.objectContaining({ uri: "skill://csv" })]));
+    const read = (await alice.readResource({ uri: "skill://double-it" })).contents[0] as { mimeType: string; text: string };
+    expect(read.mimeType).toBe("text/markdown");
+    expect(read.text).toContain("n * 2");
+    expect(out(await exec(alice, 'import fs from "node:fs"; fs.rmSync("/skills/double-it", { recursive: true }); console.log("deleted")'))).toBe("deleted\n");
+    expect((await alice.listResources()).resources.map((r) => r.uri)).not.toContain("skill://double-it");
     expect(out(await exec(alice, 'try { await import("/skills/double-it/index.ts"); console.log("still there") } catch { console.log("gone") }'))).toBe("gone\n");
   });
 
-  it("saves a Python skill over HTTP that only its user's Python code can import", async () => {
-    const saved = (await alice.callTool({ name: "save_skill", arguments: { name: "py-double", description: "Doubles a number", code: "def double(n):\n    return n * 2\n", language: "python" } })) as CallToolResult;
-    expect(saved.structuredContent).toMatchObject({ import: "skills.py_double", languages: ["python"] });
+  it("a Python skill a run saved is importable by its user's Python code only", async () => {
+    const save = "import os\nos.makedirs('/skills/py-double', exist_ok=True)\nopen('/skills/py-double/SKILL.md', 'w').write('---\\nname: py-double\\ndescription: Doubles\\n---\\n')\nopen('/skills/py-double/__init__.py', 'w').write('def double(n):\\n    return n * 2\\n')\nprint('saved')";
+    expect(out(await exec(alice, save, { language: "python" }))).toBe("saved\n");
     expect(out(await exec(alice, "from skills.py_double import double\nprint(double(21))", { language: "python" }))).toBe("42\n");
     expect(out(await exec(bob, "try:\n    import skills.py_double\n    print('visible')\nexcept ImportError:\n    print('not visible')", { language: "python" }))).toBe("not visible\n");
   });
 
-  it("refuses invalid skill names with a clear error", async () => {
-    for (const name of ["../escape", "Upper", "a/b", "-dash", "x".repeat(65), "", "csv"]) {
-      const r = (await alice.callTool({ name: "save_skill", arguments: { name, description: "d", code: "export {}" } })) as CallToolResult;
-      expect(r.isError, name).toBe(true);
-      expect(textOf(r), name).toMatch(/Invalid skill name|built-in/);
-    }
+  it("the built-in skills are read-only to code", async () => {
+    const r = await exec(alice, 'import fs from "node:fs"; for (const f of ["/skills/csv/index.ts", "/skills/csv/new.ts"]) { try { fs.writeFileSync(f, "x"); console.log("wrote", f) } catch (e) { console.log(e.code) } }');
+    expect(out(r)).toMatch(/^(EROFS|EACCES)\n(EROFS|EACCES)\n$/);
   });
 });
 

@@ -142,8 +142,16 @@ describe.each(["runc", "runsc"] as const)("language runtimes under %s", (oci) =>
       expect(r.shown[0]).toMatchObject({ kind: "image", mime: "image/png", width: 100, height: 50 });
     });
 
-    it("imports the starter skills and a saved Python skill whose name has a hyphen", async () => {
-      await app.files.saveSkill("rt-user", { name: "word-count", description: "Counts words.", code: "def count(text):\n    return len(text.split())\n", language: "python" });
+    it("imports the starter skills and a Python skill a run saved, whose name has a hyphen", async () => {
+      const saved = await py(
+        [
+          "import os",
+          "os.makedirs('/skills/word-count', exist_ok=True)",
+          "open('/skills/word-count/SKILL.md', 'w').write('---\\nname: word-count\\ndescription: \"Counts words.\"\\n---\\n')",
+          "open('/skills/word-count/__init__.py', 'w').write('def count(text):\\n    return len(text.split())\\n')",
+        ].join("\n"),
+      );
+      expect(saved.stderr).toBe("");
       const r = await py(
         [
           "from skills.csv import parse_csv, to_csv",

@@ -203,30 +203,24 @@ describe("the Python runner's own imports", () => {
   });
 });
 
-describe.each(["runc", "runsc"])("removing a skill while a live run swaps its folders for links (%s)", (oci) => {
+
+describe.each(["runc", "runsc"])("write_file while a live run swaps its folders for links (%s)", (oci) => {
   let app: App;
   beforeAll(() => {
     app = makeApp(oci).app;
   });
   afterAll(async () => closeAndCheck(app));
 
-  it("deletes and saves the skill again and again; the host canary survives", async () => {
+  // The host writes into /workspace (write_file, saved output, display) while the user's code
+  // runs there: every write must stay beneath the workspace whatever the code swaps meanwhile.
+  it("writes again and again into folders the run turns into links; the host canary survives", async () => {
     const canary = hostCanary();
-    await app.files.saveSkill("alice", { name: "victim", description: "target", code: "export const x = 1;\n" });
     const attacker = ts(
       app,
       `import fs from "node:fs";
        const target = ${JSON.stringify(canary.dir)};
-       // A foothold inside the skill: the client is deleting and saving it meanwhile, so retry.
-       for (let tries = 0; ; tries++) {
-         try {
-           fs.mkdirSync("/skills/victim/a/b", { recursive: true });
-           process.chdir("/skills/victim/a");
-           break;
-         } catch (e) {
-           if (tries > 10_000) throw e;
-         }
-       }
+       fs.mkdirSync("/workspace/victim/a", { recursive: true });
+       process.chdir("/workspace/victim/a");
        let swaps = 0;
        const end = Date.now() + 8_000;
        while (Date.now() < end) {
@@ -234,25 +228,25 @@ describe.each(["runc", "runsc"])("removing a skill while a live run swaps its fo
            try { fs.renameSync(n, n + ".m" + swaps); } catch {}
            try { fs.symlinkSync(target, n); if (swaps++ === 0) console.log("swapping"); } catch {}
            try { fs.unlinkSync(n); } catch {}
-           try { fs.mkdirSync(n + "/x", { recursive: true }); fs.writeFileSync(n + "/x/keep.txt", "x"); } catch {}
+           try { fs.mkdirSync(n + "/x", { recursive: true }); } catch {}
          }
-         try { fs.symlinkSync(target, "/skills/victim/a/link" + swaps); } catch {}
+         try { fs.renameSync("/workspace/victim/a", "/workspace/victim/a.m" + swaps); fs.symlinkSync(target, "/workspace/victim/a"); fs.unlinkSync("/workspace/victim/a"); fs.mkdirSync("/workspace/victim/a"); } catch {}
        }
        console.log("done");`,
     );
     const until = Date.now() + 7_000;
-    let cycles = 0;
+    let writes = 0;
     while (Date.now() < until) {
-      await app.files.deleteSkill("alice", "victim").catch(() => false);
-      await app.files.saveSkill("alice", { name: "victim", description: "target", code: "export const x = 1;\n" }).catch(() => undefined);
-      cycles++;
+      for (const path of ["victim/a/b/keep.txt", "victim/a/deep/x/keep2.txt", "victim/a/c/x/new.txt", "victim/a/keep.txt"]) {
+        await app.files.writeWorkspace("alice", path, Buffer.from("overwritten")).catch(() => undefined);
+        writes++;
+      }
     }
     const r = await attacker;
-    // The attack ran (it swapped at least once). Under gVisor the run itself may stall on a folder
-    // the host removed beneath it and be killed at its timeout: that costs only the attacker's run.
-    expect(r.stdout, JSON.stringify({ stderr: r.stderr.slice(0, 500), exitCode: r.exitCode, timedOut: r.timedOut, cycles })).toMatch(/^swapping\n(done\n)?$/);
+    expect(r.stdout, JSON.stringify({ stderr: r.stderr.slice(0, 500), exitCode: r.exitCode, timedOut: r.timedOut, writes })).toMatch(/^swapping\n(done\n)?$/);
     if (!r.stdout.includes("done")) expect(r.timedOut).toBe(true);
-    expect(cycles).toBeGreaterThan(3);
+    expect(writes).toBeGreaterThan(20);
     expect(canary.intact()).toBe(true);
+    expect(existsSync(join(canary.dir, "new.txt")) || existsSync(join(canary.dir, "x", "new.txt"))).toBe(false);
   });
 });

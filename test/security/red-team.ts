@@ -840,7 +840,7 @@ function bridgeCall(ctx: Ctx, auth: { js: string; py: string }): string {
 
 export const ATTACK_COUNT = ATTACKS.length;
 
-/** What the sandbox_info cross-check measures from inside, in the suite's language. */
+/** What the codebox://sandbox cross-check measures from inside, in the suite's language. */
 function measureFromInside(ctx: Ctx): string {
   return pick(ctx, {
     js: `
@@ -924,8 +924,9 @@ export function defineRedTeam(runtime: Runtime, flavor: Flavor = "node"): void {
       expect(attacks.length).toBeGreaterThanOrEqual(30);
     });
 
-    it("sandbox_info reports what the suite measures from inside", async () => {
-      const info = (await ctx.alice.call("sandbox_info", { runtime: flavor })).structuredContent as Record<string, any>;
+    it("the codebox://sandbox report says what the suite measures from inside", async () => {
+      const read = await ctx.alice.client.readResource({ uri: `codebox://sandbox/${flavor}` }, { timeout: 180_000 });
+      const info = JSON.parse((read.contents[0] as { text: string }).text) as Record<string, any>;
       const measured = JSON.parse((await ctx.alice.run(measureFromInside(ctx))).stdout) as Record<string, unknown>;
       expect(info.ociRuntime).toBe(runtime);
       expect(info.interpreter.name).toBe(flavor);

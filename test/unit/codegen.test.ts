@@ -607,8 +607,8 @@ describe("Python: schemaToPython and modules", () => {
 describe("clients and protocol modules", () => {
   it("ships the clients, the protocol modules and the package __init__ at the top of /servers", () => {
     const files = clientFiles();
-    expect(files.map((f) => f.path).sort()).toEqual(["__init__.py", "_display_mpl.py", "_protocol.py", "client.py", "client.ts", "display.py", "display.ts", "protocol.ts"]);
-    for (const f of files) expect(RESERVED_TOP_LEVEL).toContain(f.path.replace(/\.(ts|py)$/, ""));
+    expect(files.map((f) => f.path).sort()).toEqual(["README.md", "__init__.py", "_display_mpl.py", "_protocol.py", "client.py", "client.ts", "display.py", "display.ts", "protocol.ts"]);
+    for (const f of files) expect(RESERVED_TOP_LEVEL).toContain(f.path.replace(/\.(ts|py|md)$/, "").toLowerCase());
     expect(tsSyntaxErrors(tsProtocolModule())).toEqual([]);
     // The protocol modules are plain data: JSON that both languages read as a literal.
     expect(tsProtocolModule()).toMatch(/^export const PROTOCOL = \{[\s\S]*\} as const;$/m);

@@ -5,8 +5,8 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import { InputError, NotFoundError, UnsafePathError } from "../../src/shared/errors.js";
-import { isFileBeneath, listBeneath, readFileBeneath, relativeSegments, removeEntry, writeFileBeneath } from "../../src/stores/safe-fs.js";
-import { SkillStore, parseSkillMd, renderSkillMd, validateSkillName } from "../../src/stores/skills.js";
+import { isFileBeneath, listBeneath, readFileBeneath, relativeSegments, writeFileBeneath } from "../../src/stores/safe-fs.js";
+import { SkillStore, validateSkillName } from "../../src/stores/skills.js";
 import { UserDirectories, safeJoin } from "../../src/stores/user-dirs.js";
 import { UserFiles } from "../../src/stores/user-files.js";
 
@@ -253,45 +253,6 @@ describe("listBeneath", () => {
   });
 });
 
-describe("removeEntry", () => {
-  it("removes a file or a whole directory tree, and says false for a missing one", async () => {
-    mkdirSync(join(root, "tree", "sub"), { recursive: true });
-    writeFileSync(join(root, "tree", "sub", "f"), "x");
-    writeFileSync(join(root, "file"), "x");
-    const trash = join(root, "..", "trash");
-    expect(await removeEntry(root, "tree", trash)).toBe(true);
-    expect(await removeEntry(root, "file", trash)).toBe(true);
-    expect(await removeEntry(root, "missing", trash)).toBe(false);
-    expect(readdirSync(root)).toEqual([]);
-    expect(readdirSync(trash)).toEqual([]);
-  });
-
-  it("removes a symlink itself, never what it points at", async () => {
-    symlinkSync(outside, join(root, "dir-link"));
-    symlinkSync(canary, join(root, "file-link"));
-    const trash = join(root, "..", "trash");
-    expect(await removeEntry(root, "dir-link", trash)).toBe(true);
-    expect(await removeEntry(root, "file-link", trash)).toBe(true);
-    expect(readdirSync(root)).toEqual([]);
-    canaryIntact();
-  });
-
-  it("refuses .. and absolute names", async () => {
-    const trash = join(root, "..", "trash");
-    await expect(removeEntry(root, "../outside", trash)).rejects.toMatchObject(unsafe);
-    await expect(removeEntry(root, canary, trash)).rejects.toMatchObject(unsafe);
-    canaryIntact();
-  });
-
-  // Was a latent bug: the rename resolves a multi-segment name through the kernel, which follows
-  // a directory link in its middle; removeEntry now takes single names only.
-  it("does not delete anything outside through a symlinked directory inside a multi-segment name", async () => {
-    symlinkSync(outside, join(root, "a"));
-    await removeEntry(root, "a/canary.txt", join(root, "..", "trash")).catch(() => {});
-    canaryIntact();
-  });
-});
-
 describe("user directories and files", () => {
   it("refuses hostile user ids before touching the disk", async () => {
     const dirs = new UserDirectories(root, 10001);
@@ -369,15 +330,13 @@ describe("user directories and files", () => {
 describe("skills", () => {
   let starters: string;
   let skillsDir: string;
-  let trash: string;
   let store: SkillStore;
   beforeEach(() => {
     starters = join(root, "..", "starters");
     mkdirSync(join(starters, "csv"), { recursive: true });
-    writeFileSync(join(starters, "csv", "SKILL.md"), renderSkillMd("csv", "Parses CSV"));
+    writeFileSync(join(starters, "csv", "SKILL.md"), '---\nname: csv\ndescription: "Parses CSV"\n---\n');
     writeFileSync(join(starters, "csv", "index.ts"), "export const x = 1;");
     skillsDir = join(root, "skills");
-    trash = join(root, "trash");
     mkdirSync(skillsDir);
     store = new SkillStore(starters);
   });
@@ -390,31 +349,16 @@ describe("skills", () => {
     expect(() => validateSkillName(name)).not.toThrow();
   });
 
-  it("saves a skill, reads it back, and lists it beside the read-only starters", async () => {
-    const summary = await store.save(skillsDir, trash, { name: "sum-up", description: "Adds things", code: "export const sum = 1;" });
-    expect(summary).toMatchObject({ name: "sum-up", readOnly: false, import: "/skills/sum-up/index.ts", languages: ["typescript"] });
+  it("reads a skill code wrote, and lists it beside the read-only starters", async () => {
+    mkdirSync(join(skillsDir, "sum-up"));
+    writeFileSync(join(skillsDir, "sum-up", "SKILL.md"), '---\nname: sum-up\ndescription: "Adds things"\n---\n');
+    writeFileSync(join(skillsDir, "sum-up", "index.ts"), "export const sum = 1;");
     const skill = await store.get(skillsDir, "sum-up");
-    expect(skill).toMatchObject({ code: "export const sum = 1;", language: "typescript", description: "Adds things" });
+    expect(skill).toMatchObject({ code: "export const sum = 1;", language: "typescript", description: "Adds things", readOnly: false, import: "/skills/sum-up/index.ts" });
     expect((await store.list(skillsDir)).map((s) => [s.name, s.readOnly])).toEqual([
       ["csv", true],
       ["sum-up", false],
     ]);
-    expect(readdirSync(skillsDir)).toEqual(["sum-up"]);
-  });
-
-  it("replaces a saved skill whole (no file of the old version survives)", async () => {
-    await store.save(skillsDir, trash, { name: "s", description: "v1", code: "v1" });
-    await store.save(skillsDir, trash, { name: "s", description: "v2", code: "print(2)", language: "python" });
-    const s = await store.get(skillsDir, "s");
-    expect(s).toMatchObject({ code: "print(2)", language: "python", languages: ["python"], pythonImport: "skills.s" });
-    expect(readdirSync(join(skillsDir, "s")).sort()).toEqual(["SKILL.md", "__init__.py"]);
-  });
-
-  it("refuses to replace or delete a starter skill, and to save a bad description", async () => {
-    await expect(store.save(skillsDir, trash, { name: "csv", description: "mine", code: "x" })).rejects.toThrow(InputError);
-    await expect(store.delete(skillsDir, trash, "csv")).rejects.toThrow(InputError);
-    await expect(store.save(skillsDir, trash, { name: "ok", description: "", code: "x" })).rejects.toThrow(InputError);
-    expect(readdirSync(skillsDir)).toEqual([]);
   });
 
   it("reports a missing skill as not found", async () => {
@@ -430,26 +374,14 @@ describe("skills", () => {
     expect(listed?.description).toBe("(no SKILL.md)");
   });
 
-  it("treats a symlinked skill directory as no skill: not listed, not read, and deleting it removes only the link", async () => {
+  it("treats a symlinked skill directory as no skill: not listed, not read", async () => {
     mkdirSync(join(outside, "stolen"));
-    writeFileSync(join(outside, "stolen", "SKILL.md"), renderSkillMd("stolen", "host"));
+    writeFileSync(join(outside, "stolen", "SKILL.md"), '---\nname: stolen\ndescription: "host"\n---\n');
     writeFileSync(join(outside, "stolen", "index.ts"), CANARY);
     symlinkSync(join(outside, "stolen"), join(skillsDir, "stolen"));
     expect((await store.list(skillsDir)).map((s) => s.name)).toEqual(["csv"]);
     await expect(store.get(skillsDir, "stolen")).rejects.toMatchObject(unsafe);
-    expect(await store.delete(skillsDir, trash, "stolen")).toBe(true);
-    expect(existsSync(join(skillsDir, "stolen"))).toBe(false);
     expect(readFileSync(join(outside, "stolen", "index.ts"), "utf8")).toBe(CANARY);
   });
 
-  it("round-trips any description through SKILL.md without letting it set other keys", () => {
-    fc.assert(
-      fc.property(fc.string({ unit: "binary", minLength: 1, maxLength: 300 }), (description) => {
-        const parsed = parseSkillMd(renderSkillMd("my-skill", `${description}\nname: evil\n---`));
-        expect(parsed.name).toBe("my-skill");
-        expect(parsed.description).toBe(`${description}\nname: evil\n---`);
-      }),
-      { numRuns: 200 },
-    );
-  });
 });

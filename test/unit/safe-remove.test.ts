@@ -5,7 +5,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { afterAll, describe, expect, it } from "vitest";
-import { removeEntry } from "../../src/stores/safe-fs.js";
 import { removeTree, usageBeneath } from "../../src/stores/safe-tree.js";
 
 const base = mkdtempSync(join(tmpdir(), "codebox-remove-"));
@@ -102,18 +101,6 @@ describe("removing a tree a live run keeps changing", () => {
     await expect(removeTree(join(base, "root-link"), "a")).rejects.toThrow(/symlink/);
   });
 
-  it("removeEntry moves a skill to the trash and deletes it there while the tree is being swapped", { timeout: 90_000 }, async () => {
-    const target = canary("canary-entry");
-    const skills = join(base, "skills");
-    const trash = join(base, "trash-4");
-    for (let round = 0; round < 6; round++) {
-      mkdirSync(join(skills, "sk", "a", "b"), { recursive: true });
-      const s = swapper(join(skills, "sk"), target);
-      await removeEntry(skills, "sk", trash).catch(() => false);
-      await s.stop();
-      canaryIntact(target);
-    }
-  });
 });
 
 describe("the quota usage walk", () => {

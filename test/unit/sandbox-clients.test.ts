@@ -303,8 +303,8 @@ describe.each(LANGUAGES)("the bridge client in $language", ({ run: runChild }) =
 describe("the files clientFiles() writes into /servers", () => {
   it("are the clients and display helpers as shipped, their protocol modules and the package marker", () => {
     const files = new Map(clientFiles().map((f) => [f.path, f.content]));
-    expect([...files.keys()].sort()).toEqual(["__init__.py", "_display_mpl.py", "_protocol.py", "client.py", "client.ts", "display.py", "display.ts", "protocol.ts"]);
-    for (const shipped of ["client.ts", "client.py", "display.ts", "display.py", "_display_mpl.py"]) {
+    expect([...files.keys()].sort()).toEqual(["README.md", "__init__.py", "_display_mpl.py", "_protocol.py", "client.py", "client.ts", "display.py", "display.ts", "protocol.ts"]);
+    for (const shipped of ["client.ts", "client.py", "display.ts", "display.py", "_display_mpl.py", "README.md"]) {
       expect(files.get(shipped)).toBe(readFileSync(packagePath("sandbox-image", "bridge", shipped), "utf8"));
     }
   });

@@ -9,7 +9,7 @@ import { TS_HEADER } from "./typescript.js";
 import type { GeneratedFile } from "./types.js";
 
 /** Names at the top of /servers that no server folder may take. */
-export const RESERVED_TOP_LEVEL = ["client", "protocol", "_protocol", "display", "_display_mpl", "index", "__init__", "__pycache__"];
+export const RESERVED_TOP_LEVEL = ["client", "protocol", "_protocol", "display", "_display_mpl", "index", "__init__", "__pycache__", "readme"];
 
 /** /servers/protocol.ts: the constants client.ts imports. */
 export function tsProtocolModule(): string {
@@ -22,7 +22,7 @@ export function pyProtocolModule(): string {
 }
 
 /** The sandbox-side sources shipped with the package, copied to /servers as they are. */
-const SHIPPED = ["client.ts", "client.py", "display.ts", "display.py", "_display_mpl.py"] as const;
+const SHIPPED = ["client.ts", "client.py", "display.ts", "display.py", "_display_mpl.py", "README.md"] as const;
 
 let shipped: Map<string, string> | undefined;
 
@@ -30,6 +30,11 @@ let shipped: Map<string, string> | undefined;
 function shippedSources(): Map<string, string> {
   shipped ??= new Map(SHIPPED.map((name) => [name, readFileSync(packagePath("sandbox-image", "bridge", name), "utf8")]));
   return shipped;
+}
+
+/** The guide to the sandbox (/servers/README.md): also the codebox://help resource. */
+export function sandboxGuide(): string {
+  return shippedSources().get("README.md")!;
 }
 
 export function clientFiles(): GeneratedFile[] {

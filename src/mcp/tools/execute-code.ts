@@ -2,48 +2,31 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import type { ServerNotification, ServerRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
-import { BUN_VERSION, JS_RUNTIMES, type Language, type PythonPackages, type RuntimeName, languagesOf } from "../../shared/languages.js";
+import { JS_RUNTIMES, type Language, type PythonPackages, type RuntimeName, languagesOf } from "../../shared/languages.js";
 import type { RunResult, RunService } from "../../runs/run-service.js";
 import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 import { workspaceUri } from "./files.js";
+import { sizeText } from "../../shared/format.js";
 
 /** The input schema for the runtimes this server offers (languages and runtimes it does not run are not offered). */
-export function executeCodeInput(enabled: readonly RuntimeName[], egress = false) {
+export function executeCodeInput(enabled: readonly RuntimeName[], egress = false, maxTimeoutMs?: number) {
   const languages = languagesOf(enabled) as [Language, ...Language[]];
   const jsRuntimes = JS_RUNTIMES.filter((r) => enabled.includes(r));
-  const langText: Record<Language, string> = {
-    typescript: '"typescript" (types are stripped, not checked)',
-    javascript: '"javascript"',
-    python: '"python" (CPython 3)',
-  };
+  const timeout = z.number().int().min(1);
   return {
-    code: z.string().min(1, "code is empty: pass the program to run").describe(`The program. ${languages.includes("python") ? "TypeScript/JavaScript run as an ES module; Python runs as __main__." : "Run as an ES module."}`),
-    language: z
-      .enum(languages)
-      .default(languages[0])
-      .describe(`${languages.map((l) => langText[l]).join(", ")}. Default "${languages[0]}".`),
-    ...(jsRuntimes.length > 0
-      ? {
-          runtime: z
-            .enum(jsRuntimes as [JsRuntime, ...JsRuntime[]])
-            .optional()
-            .describe(`For TypeScript/JavaScript: ${jsRuntimes.map((r) => `"${r}"`).join(" or ")}${jsRuntimes.includes("node") ? ' (default "node")' : ""}. Omit it for Python.`),
-        }
-      : {}),
-    timeoutMs: z.number().int().positive().optional().describe("Wall-clock limit in ms; defaults to and is capped by the server's limit."),
-    outputs: z
-      .string()
-      .max(1024)
-      .optional()
-      .describe('A folder in /workspace (e.g. "reports"): files the code writes there come back in the result (links; small images shown).'),
+    code: z.string().min(1, "code is empty: pass the program to run"),
+    language: z.enum(languages).default(languages[0]),
+    ...(jsRuntimes.length > 0 ? { runtime: z.enum(jsRuntimes as [JsRuntime, ...JsRuntime[]]).optional() } : {}),
+    timeoutMs: (maxTimeoutMs ? timeout.max(maxTimeoutMs) : timeout).optional(),
+    outputs: z.string().max(1024).optional().describe("A /workspace folder: files the code writes there come back as links, small images inline."),
     ...(egress
       ? {
           allowHosts: z
             .array(z.string().max(300))
             .max(100)
             .optional()
-            .describe('Network destinations this run needs ("api.example.com", "*.example.com:8443"), within what the server allows; omit for all of those, [] for none. HTTP(S) goes through a proxy (fetch, requests, pip, npm use it).'),
+            .describe('Hosts this run may reach, e.g. "api.example.com", "*.example.com:8443"; [] for none, omit for all the server allows.'),
         }
       : {}),
   };
@@ -51,32 +34,32 @@ export function executeCodeInput(enabled: readonly RuntimeName[], egress = false
 
 type JsRuntime = (typeof JS_RUNTIMES)[number];
 
+/** The result's fields, without prose (the model reads the text content; programs read these) or bounds (.int() adds two). */
 export const executeCodeOutput = {
-  stdoutFile: z.string().optional().describe("When stdout was cut: a workspace:// resource holding all of it."),
-  stderrFile: z.string().optional().describe("When stderr was cut: a workspace:// resource holding all of it."),
-  exitCode: z.number().int().nullable().describe("The process's exit code; null when it was killed (timeout)."),
+  exitCode: z.number().nullable(),
   stdout: z.string(),
   stderr: z.string(),
-  durationMs: z.number().int(),
+  durationMs: z.number(),
   timedOut: z.boolean(),
-  oomKilled: z.boolean().describe("It ran out of memory: killed at the memory limit, or its runtime gave up (V8's heap limit, an uncaught Python MemoryError)."),
+  oomKilled: z.boolean(),
   stdoutTruncated: z.boolean(),
   stderrTruncated: z.boolean(),
+  stdoutFile: z.string().optional(),
+  stderrFile: z.string().optional(),
   shown: z
     .array(
       z.object({
         label: z.string(),
         mimeType: z.string(),
-        inline: z.boolean().describe("In this result as image content; otherwise saved and linked (uri)."),
+        inline: z.boolean(),
         uri: z.string().optional(),
-        bytes: z.number().int(),
-        width: z.number().int().optional(),
-        height: z.number().int().optional(),
+        bytes: z.number(),
+        width: z.number().optional(),
+        height: z.number().optional(),
       }),
     )
-    .optional()
-    .describe("Images the code showed and files it returned (outputs)."),
-  notes: z.array(z.string()).optional().describe("What was not shown or returned, and why."),
+    .optional(),
+  notes: z.array(z.string()).optional(),
 };
 
 export interface ExecuteCodeDeps {
@@ -91,46 +74,59 @@ export interface ExecuteCodeDeps {
   runtimes: readonly RuntimeName[];
   pythonPackages?: PythonPackages | undefined;
   egress?: boolean | undefined;
+  /** The packages tool is offered. */
+  packages?: boolean | undefined;
 }
 
-function kib(bytes: number): string {
-  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
+/** Upstream names for the description, bounded whatever the configuration: the rest are counted. */
+export function someNames(names: readonly string[], maxChars = 120): string {
+  const shown: string[] = [];
+  let used = 0;
+  for (const n of names) {
+    if (shown.length > 0 && used + n.length + 2 > maxChars) break;
+    shown.push(n);
+    used += n.length + 2;
+  }
+  const rest = names.length - shown.length;
+  return `${shown.join(", ")}${rest > 0 ? ` and ${rest} more` : ""}`;
 }
 
-export function describeExecuteCode(runs: RunService, nodeVersion: string, upstreams: string[] = [], runtimes: readonly RuntimeName[] = ["node"], pythonPackages: PythonPackages = "data", egress = false): string {
-  const l = runs.limits();
-  const js = runtimes.includes("node") || runtimes.includes("bun");
+export interface DescribeOptions {
+  limits: { memoryMiB: number; cpus: number; timeoutMs: number; maxOutputBytes: number };
+  nodeVersion: string;
+  upstreams?: readonly string[];
+  runtimes?: readonly RuntimeName[];
+  pythonPackages?: PythonPackages;
+  egress?: boolean;
+  packages?: boolean;
+}
+
+/**
+ * The tool's description: what a model needs on every turn and no more (the token budget in
+ * docs/ARCHITECTURE.md). The rest is in /servers/README.md and the codebox://help resource.
+ */
+export function describeExecuteCode(o: DescribeOptions): string {
+  const l = o.limits;
+  const runtimes = o.runtimes ?? ["node"];
+  const upstreams = o.upstreams ?? [];
+  const node = runtimes.includes("node");
+  const bun = runtimes.includes("bun");
+  const js = node || bun;
   const py = runtimes.includes("python");
-  const engines = [
-    runtimes.includes("node") ? `TypeScript/JavaScript on Node.js ${nodeVersion}${runtimes.includes("bun") ? " (default)" : ""}` : undefined,
-    runtimes.includes("bun") ? `TypeScript/JavaScript on Bun ${BUN_VERSION} (runtime: "bun")` : undefined,
-    py ? 'Python 3 on CPython (language: "python")' : undefined,
+  const jsOn = node && bun ? `Node ${o.nodeVersion.split(".")[0]}, or runtime "bun"` : node ? `Node ${o.nodeVersion.split(".")[0]}` : "Bun";
+  const languages = [
+    js ? `TypeScript/JavaScript (ES module, top-level await; ${jsOn})` : "",
+    py ? `Python 3${o.pythonPackages === "stdlib" ? "" : " with numpy, pandas, matplotlib, scipy, openpyxl, Pillow"}` : "",
   ].filter(Boolean);
-  const bridge = upstreams.length
-    ? [
-        `- Call tools of these MCP servers from code: ${upstreams.join(", ")}. ` +
-          (js ? `TypeScript/JavaScript: \`import { toolName } from "/servers/<server>/index.ts"\`, one typed function per tool (\`/servers/<server>/<tool>.ts\` has its types and docs). ` : "") +
-          (py ? "Python: `from servers.<server> import tool_name` (snake_case; `/servers/<server>/<tool>.py` has its type hints), or `from servers.client import call_mcp_tool`. " : "") +
-          "Find tools with the search_tools tool, or from code by reading /servers/index.json. Filter big results in code and print only what matters.",
-      ]
-    : [];
+  const imports = [js ? '`import { f } from "/servers/<server>/index.ts"`' : "", py ? "`from servers.<server> import f`" : ""].filter(Boolean).join(", ");
+  const skillFiles = [js ? "index.ts" : "", py ? "__init__.py" : ""].filter(Boolean).join(" or ");
   return [
-    `Run code in a fresh, isolated sandbox (Linux container) and get back what it printed. Languages: ${engines.join("; ")}.`,
-    "",
-    "How it works:",
-    "- Each call starts from nothing: no variables or processes survive between calls. Files do: /workspace is your working directory and keeps its files between calls; /skills holds reusable modules you can import.",
-    ...(js
-      ? ['- TypeScript/JavaScript is an ES module: top-level await works; import built-ins (`import { readFile } from "node:fs/promises"`) and your own .ts/.js files (`import { f } from "/workspace/util.ts"`). TypeScript types are stripped, not checked. No npm packages are installed.']
-      : []),
-    ...(py ? [`- Python runs as __main__ in /workspace: import your own modules from /workspace, skills with \`from skills.<name> import ...\`; top-level await works. ${pythonPackages === "data" ? "numpy, pandas, matplotlib, scipy, openpyxl and Pillow are installed; nothing else (no pip)." : "Standard library only (no pip packages)."}`] : []),
-    egress
-      ? "- Network: none, except HTTP(S) to the destinations this server allows you, through a proxy (HTTP_PROXY is set; fetch, requests, pip and npm use it); other connections and DNS fail."
-      : "- No network: DNS, HTTP and sockets to the outside all fail.",
-    `- Show images: ${[py ? "Python `display(obj)` (figures, PIL images, PNG/SVG bytes; DataFrames print as tables) or `plt.show()`" : "", js ? '`import { display } from "/servers/display.ts"; await display(pngBytes)`' : ""].filter(Boolean).join("; ")}. Return files: pass outputs (a /workspace folder) and what the code writes there comes back as links.`,
-    ...bridge,
-    `- Limits: ${l.memoryMiB} MiB memory, ${l.cpus} CPU, ${l.timeoutMs / 1000} s (pass timeoutMs for less), ${kib(l.maxOutputBytes)} of stdout and of stderr returned (the rest is cut and flagged), ${kib(l.maxCodeBytes)} of code.`,
-    `- Print what you need (${[js ? "console.log" : "", py ? "print" : ""].filter(Boolean).join(", ")}): a summary, the rows that matter, not whole datasets. Only what the code prints comes back.`,
-    "- The result has exitCode, stdout, stderr, durationMs and flags timedOut, oomKilled, stdoutTruncated, stderrTruncated. A non-zero exit or thrown error is reported, not hidden: read stderr.",
+    `Run code in a fresh sandbox and get back what it printed. ${languages.join(" or ")}.`,
+    `- Only files outlive a call: /workspace is the working folder. Keep reusable code in /skills/<name>/ (${skillFiles}, plus SKILL.md saying what it does) and import it later.`,
+    ...(upstreams.length > 0 ? [`- Tools of the MCP servers ${someNames(upstreams)} are functions here: find them with search_tools, then ${imports}.`] : []),
+    `- Print only what you need (a summary, the rows that matter), never whole datasets: filter in code. ${py ? "display(x)" : "display()"} shows an image${js ? " (JS: /servers/display.ts)" : ""}.`,
+    `- ${o.egress ? "Network: only the hosts in allowHosts, over HTTP(S) through a proxy." : "No network."}${o.packages ? " Add npm/pip packages with the packages tool." : ""} Limits: ${l.memoryMiB} MiB, ${l.cpus} CPU, ${l.timeoutMs / 1000} s, ${sizeText(l.maxOutputBytes)} of output.`,
+    "- More: print /servers/README.md.",
   ].join("\n");
 }
 
@@ -162,11 +158,18 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
     "execute_code",
     {
       title: "Execute code in a sandbox",
-      description: describeExecuteCode(deps.runs, deps.nodeVersion, deps.upstreams, deps.runtimes, deps.pythonPackages, deps.egress ?? false),
-      inputSchema: executeCodeInput(deps.runtimes, deps.egress ?? false),
+      description: describeExecuteCode({
+        limits: deps.runs.limits(),
+        nodeVersion: deps.nodeVersion,
+        upstreams: deps.upstreams,
+        runtimes: deps.runtimes,
+        pythonPackages: deps.pythonPackages ?? "data",
+        egress: deps.egress ?? false,
+        packages: deps.packages ?? false,
+      }),
+      inputSchema: executeCodeInput(deps.runtimes, deps.egress ?? false, deps.runs.limits().timeoutMs),
       outputSchema: executeCodeOutput,
       annotations: {
-        title: "Execute code in a sandbox",
         // The code can write and delete files in the user's /workspace and /skills.
         readOnlyHint: false,
         destructiveHint: true,
@@ -231,10 +234,6 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
   );
 }
 
-function bytesText(n: number): string {
-  return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : n >= 1024 ? `${Math.round(n / 1024)} KiB` : `${n} bytes`;
-}
-
 /**
  * What the code showed and returned, as content blocks: a line naming each item, then the image
  * (MCP image content) or a resource_link to the saved file; lines for what was refused last.
@@ -246,12 +245,12 @@ export function shownContent(r: Pick<RunResult, "shown" | "notes">) {
     const dims = item.width !== undefined && item.height !== undefined ? { width: item.width, height: item.height } : {};
     const px = item.width !== undefined ? `, ${item.width}×${item.height}` : "";
     if (item.kind === "image") {
-      content.push({ type: "text", text: `[image: ${item.label} (${item.mime}${px}, ${bytesText(item.data.length)})]` });
+      content.push({ type: "text", text: `[image: ${item.label} (${item.mime}${px}, ${sizeText(item.data.length)})]` });
       content.push({ type: "image", data: item.data.toString("base64"), mimeType: item.mime });
       structured.push({ label: item.label, mimeType: item.mime, inline: true, bytes: item.data.length, ...dims });
     } else {
       const uri = workspaceUri(item.path);
-      content.push({ type: "text", text: `[file: /workspace/${item.path} (${item.mime}${px}, ${bytesText(item.bytes)}) = ${uri}]` });
+      content.push({ type: "text", text: `[file: /workspace/${item.path} (${item.mime}${px}, ${sizeText(item.bytes)}) = ${uri}]` });
       content.push({ type: "resource_link", uri, name: item.path.split("/").pop()!, title: item.label, mimeType: item.mime, size: item.bytes });
       structured.push({ label: item.label, mimeType: item.mime, inline: false, uri, bytes: item.bytes, ...dims });
     }

@@ -1,10 +1,11 @@
 import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { z } from "zod";
-import { InputError, NotFoundError } from "../../shared/errors.js";
+import { InputError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logger.js";
 import { mimeOfExtension } from "../../shared/mime.js";
 import type { UserFiles } from "../../stores/user-files.js";
 import { toolError } from "../result.js";
+import { sizeText } from "../../shared/format.js";
 
 export interface FileToolDeps {
   files: UserFiles;
@@ -46,85 +47,16 @@ export function registerFileTools(server: McpServer, deps: FileToolDeps): void {
     };
 
   server.registerTool(
-    "save_skill",
-    {
-      title: "Save a skill",
-      description:
-        "Save reusable code as a skill: /skills/<name>/index.ts (TypeScript) or /skills/<name>/__init__.py (Python), plus a SKILL.md with its description. " +
-        'Later runs import it with `import { fn } from "/skills/<name>/index.ts"`, or in Python `from skills.<name> import fn` ("-" in the name becomes "_"). Saving an existing name replaces it.',
-      inputSchema: {
-        name: z.string().describe('1-64 characters of a-z, 0-9 and "-", e.g. "parse-invoices"'),
-        description: z.string().describe("What it does and when to use it (at most 1024 characters)"),
-        code: z.string().describe("The module's source: export (TypeScript) or define (Python) the functions to reuse"),
-        language: z.enum(["typescript", "python"]).default("typescript").describe('"typescript" (default) or "python"'),
-      },
-      annotations: { title: "Save a skill", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    },
-    guard(async (args: { name: string; description: string; code: string; language: "typescript" | "python" }, userId) => {
-      if (Buffer.byteLength(args.code) > files.maxWriteBytes) throw new InputError(`code is over ${files.maxWriteBytes} bytes`);
-      const s = await files.saveSkill(userId, args);
-      server.sendResourceListChanged();
-      const how = args.language === "python" ? `import ${s.import} as ${s.name.replace(/-/g, "_")}` : `import * as ${s.name.replace(/-./g, (m) => m[1]!.toUpperCase())} from "${s.import}";`;
-      return { ...text(`Saved skill "${s.name}". Import it with: ${how}`), structuredContent: { ...s } };
-    }),
-  );
-
-  server.registerTool(
-    "list_skills",
-    {
-      title: "List skills",
-      description: "List the skills code can import: your own (read-write) and the built-in ones (read-only), with their descriptions.",
-      inputSchema: {},
-      annotations: { title: "List skills", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    },
-    guard(async (_args: Record<string, never>, userId) => {
-      const skills = await files.listSkills(userId);
-      const lines = skills.map((s) => `${s.name}${s.readOnly ? " (built-in)" : ""}: ${s.description}\n  ${s.languages.includes("typescript") ? `import from "/skills/${s.name}/index.ts"` : ""}${s.languages.length > 1 ? "; " : ""}${s.pythonImport ? `Python: from ${s.pythonImport} import ...` : ""}`);
-      return { ...text(skills.length ? lines.join("\n") : "No skills yet: save one with save_skill."), structuredContent: { skills } };
-    }),
-  );
-
-  server.registerTool(
-    "get_skill",
-    {
-      title: "Get a skill",
-      description: "Read a skill's SKILL.md and its code.",
-      inputSchema: { name: z.string() },
-      annotations: { title: "Get a skill", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    },
-    guard(async (args: { name: string }, userId) => {
-      const s = await files.getSkill(userId, args.name);
-      return { ...text(`${s.skillMd}\n\n--- ${s.import} ---\n${s.code}`), structuredContent: { name: s.name, description: s.description, readOnly: s.readOnly, import: s.import, language: s.language, code: s.code } };
-    }),
-  );
-
-  server.registerTool(
-    "delete_skill",
-    {
-      title: "Delete a skill",
-      description: "Delete one of your skills (built-in ones cannot be deleted).",
-      inputSchema: { name: z.string() },
-      annotations: { title: "Delete a skill", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    },
-    guard(async (args: { name: string }, userId) => {
-      const removed = await files.deleteSkill(userId, args.name);
-      if (!removed) throw new NotFoundError(`No skill named "${args.name}". list_skills shows the ones there are.`);
-      server.sendResourceListChanged();
-      return { ...text(`Deleted skill "${args.name}".`), structuredContent: { deleted: args.name } };
-    }),
-  );
-
-  server.registerTool(
     "write_file",
     {
       title: "Write a file into the workspace",
-      description: `Put a file into /workspace (kept between runs), e.g. data for code to read. Path relative to /workspace; parent folders are created. At most ${files.maxWriteBytes} bytes.`,
+      description: `Save a file in /workspace for code to read, e.g. data to analyze (at most ${sizeText(files.maxWriteBytes)}).`,
       inputSchema: {
-        path: z.string().describe('Relative path, e.g. "data/input.csv"'),
+        path: z.string().describe('Relative to /workspace, e.g. "data/in.csv"'),
         content: z.string(),
         encoding: z.enum(["utf8", "base64"]).default("utf8"),
       },
-      annotations: { title: "Write a file into the workspace", readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     },
     guard(async (args: { path: string; content: string; encoding: "utf8" | "base64" }, userId) => {
       const data = Buffer.from(args.content, args.encoding);

@@ -13,14 +13,13 @@ export function registerPackagesTool(server: McpServer, deps: { packages: Packag
     "packages",
     {
       title: "Install packages for code",
-      description:
-        'Install, remove or list packages your code imports. npm packages serve TypeScript/JavaScript on Node and Bun (`import _ from "lodash"`); pip packages serve Python (`import requests`). Installs come from the server\'s registry, in a sandbox of their own; they persist for your later runs, and a failed install changes nothing.',
+      description: "Install, remove or list the npm (TypeScript/JavaScript) and pip (Python) packages your code imports; they stay for later runs.",
       inputSchema: {
-        action: z.enum(["install", "remove", "list"]).describe('"install", "remove" or "list".'),
-        manager: z.enum(["npm", "pip"]).optional().describe('"npm" (TypeScript/JavaScript) or "pip" (Python); needed to install or remove.'),
-        packages: z.array(z.string().max(200)).max(20).optional().describe('Names with optional versions: "zod@^3", "pandas>=2".'),
+        action: z.enum(["install", "remove", "list"]),
+        manager: z.enum(["npm", "pip"]).optional(),
+        packages: z.array(z.string().max(200)).max(20).optional().describe('e.g. "zod@^3", "pandas>=2"'),
       },
-      annotations: { title: "Install packages for code", readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
     },
     async (args, extra) => {
       try {

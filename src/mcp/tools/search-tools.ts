@@ -6,9 +6,9 @@ import type { Logger } from "../../shared/logger.js";
 import { toolError } from "../result.js";
 
 export const searchToolsInput = {
-  query: z.string().max(500).describe('Words to look for in tool names and descriptions, e.g. "create issue". Empty lists everything.'),
-  server: z.string().max(64).optional().describe("Only tools of this upstream server."),
-  detail: z.enum(["name", "summary", "full"]).default("summary").describe('"name": names and import paths; "summary": plus a one-line description; "full": plus the input/output JSON Schemas.'),
+  query: z.string().max(500).describe('Words from tool names or descriptions, e.g. "create issue"; "" lists all.'),
+  server: z.string().max(64).optional(),
+  detail: z.enum(["name", "summary", "full"]).default("summary"),
   limit: z.number().int().min(1).max(200).default(20),
 };
 
@@ -19,17 +19,11 @@ const hit = z.object({
   function: z.string(),
   python: z.string(),
   description: z.string().optional(),
-  inputSchema: z.record(z.string(), z.unknown()).optional(),
-  outputSchema: z.record(z.string(), z.unknown()).optional(),
+  inputSchema: z.unknown().optional(),
+  outputSchema: z.unknown().optional(),
 });
 
-const serverState = z.object({
-  name: z.string(),
-  state: z.string(),
-  tools: z.number(),
-  codeApi: z.boolean().describe("false: its tools could not be generated as code; call them with callMCPTool(server, tool, args)."),
-  reason: z.string().optional(),
-});
+const serverState = z.object({ name: z.string(), state: z.string(), tools: z.number(), codeApi: z.boolean(), reason: z.string().optional() });
 
 export const searchToolsOutput = { tools: z.array(hit), servers: z.array(serverState) };
 
@@ -40,18 +34,10 @@ export function registerSearchToolsTool(server: McpServer, deps: { bridge: Bridg
     "search_tools",
     {
       title: "Search upstream MCP tools",
-      description:
-        "Find the tools of the upstream MCP servers that code in execute_code can call, without loading every definition. " +
-        `Code runs in ${[js ? "TypeScript/JavaScript" : "", py ? "Python" : ""].filter(Boolean).join(" and ")} (execute_code). ` +
-        "Each hit says which module to import and which function to call, e.g. " +
-        (js ? '`import { getSum } from "/servers/everything/index.ts"; console.log(await getSum({ a: 1, b: 2 }))`' : "") +
-        (js && py ? " or, in Python, " : "") +
-        (py ? "`from servers.everything import get_sum; print(get_sum(a=1, b=2))`" : "") +
-        ". " +
-        'Start with detail "name" or "summary"; ask for "full" (JSON Schemas) only for the tools you will use.',
+      description: 'Find the upstream MCP tools that code in execute_code can call. Each hit gives its import line. Ask detail "full" (JSON Schemas) only for the tools you will call.',
       inputSchema: searchToolsInput,
       outputSchema: searchToolsOutput,
-      annotations: { title: "Search upstream MCP tools", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+      annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     },
     async (args, extra) => {
       try {
