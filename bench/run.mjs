@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { TOOL_LIST_BUDGET, bytes, realUpstreams, resultText, tokens } from "./tokens.mjs";
 
 const execFileP = promisify(execFile);
 const root = new URL("..", import.meta.url).pathname;
@@ -21,6 +22,8 @@ const THROUGHPUT_SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
 const THINK_MS = 800;
 const N_PATTERN = Number(process.env.BENCH_PATTERN_RUNS ?? 30);
 const STARTUPS = Number(process.env.BENCH_STARTUPS ?? 10);
+/** tools/list before issue 16 (main at 7d3a1fd, the four servers configured), counted the same way. */
+const TOKENS_BEFORE = { tokens: 3779, bytes: 15343, tools: 9 };
 const log = (m) => process.stderr.write(`bench: ${m}\n`);
 
 const pct = (xs, p) => {
@@ -278,6 +281,74 @@ async function tokenEfficiency(client) {
   return { bytesDirect, bytesViaCode, ratio: round(bytesDirect / bytesViaCode) };
 }
 
+/** Tokens and bytes of a value, for the token tables. */
+const cost = (value) => ({ tokens: tokens(value), bytes: bytes(value) });
+
+/** A stdio client of `command`, listing its tools (every page). */
+async function listToolsOf(command, args = [], env = {}) {
+  const c = new Client({ name: "bench-tokens", version: "1" });
+  await c.connect(new StdioClientTransport({ command, args, env: { PATH: process.env.PATH, HOME: process.env.HOME ?? "/root", ...env }, stderr: "ignore" }));
+  try {
+    const all = [];
+    let cursor;
+    do {
+      const page = await c.listTools(cursor ? { cursor } : {});
+      all.push(...page.tools);
+      cursor = page.nextCursor;
+    } while (cursor);
+    return all;
+  } finally {
+    await c.close();
+  }
+}
+
+/**
+ * The fixed cost (tools/list) of our server beside the direct definitions of the same upstream
+ * servers, and what typical results cost: all in tokens (bench/tokens.mjs) and bytes.
+ */
+async function tokenBudget(dataDir) {
+  const scratch = join(dataDir, "tokens");
+  mkdirSync(scratch, { recursive: true });
+  const { four, all } = realUpstreams(root, scratch);
+  const direct = {};
+  for (const [name, spec] of Object.entries(all)) {
+    const list = await listToolsOf(spec.command, spec.args, spec.env);
+    direct[name] = { tools: list.length, ...cost(list) };
+  }
+  const sum = (names) => names.reduce((a, n) => ({ tools: a.tools + direct[n].tools, tokens: a.tokens + direct[n].tokens, bytes: a.bytes + direct[n].bytes }), { tools: 0, tokens: 0, bytes: 0 });
+  const ours = {};
+  let results;
+  for (const [label, servers] of [["none", {}], ["four", four], ["all", all]]) {
+    const config = join(scratch, `config-${label}.json`);
+    writeFileSync(config, JSON.stringify({ mcpServers: servers, sandbox: { pool: { size: 0 } } }));
+    const client = new Client({ name: "bench-tokens", version: "1" });
+    await client.connect(
+      new StdioClientTransport({ command: process.execPath, args: [cli, "--config", config], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? "/root", CODEBOX_DATA_DIR: join(dataDir, "data"), CODEBOX_LOG_LEVEL: "warn" }, stderr: "ignore" }),
+    );
+    try {
+      const { tools } = await client.listTools();
+      ours[label] = { tools: tools.length, names: tools.map((t) => t.name), ...cost(tools), perTool: Object.fromEntries(tools.map((t) => [t.name, tokens(t)])) };
+      if (label === "four") {
+        const call = async (name, args) => {
+          const r = await client.callTool({ name, arguments: args }, undefined, { timeout: 120_000 });
+          return { text: cost(resultText(r)), whole: cost(r) };
+        };
+        results = {
+          smallRun: await call("execute_code", { code: "console.log(1)" }),
+          error: await call("execute_code", { code: 'const x = JSON.parse("{oops"); console.log(x)' }),
+          truncated: await call("execute_code", { code: 'for (let i = 0; i < 20000; i++) console.log(i, "a line of output that goes on a while")' }),
+          searchName: await call("search_tools", { query: "create entities", server: "memory", detail: "name", limit: 1 }),
+          searchSummary: await call("search_tools", { query: "create entities", server: "memory", detail: "summary", limit: 1 }),
+          searchFull: await call("search_tools", { query: "create entities", server: "memory", detail: "full", limit: 1 }),
+        };
+      }
+    } finally {
+      await client.close();
+    }
+  }
+  return { tokenizer: "o200k_base (gpt-tokenizer)", budget: TOOL_LIST_BUDGET, direct, directFour: sum(Object.keys(four)), directAll: sum(Object.keys(all)), ours, results };
+}
+
 async function hostPython() {
   const xs = [];
   for (let i = 0; i < 20; i++) {
@@ -411,6 +482,40 @@ function renderPythonImages(p) {
   return lines;
 }
 
+function renderTokens(t) {
+  if (!t) return [];
+  if (t.error) return ["## Token budget", "", `The token bench failed: ${t.error}`, ""];
+  const lines = ["## Token budget", ""];
+  const pctSaved = (ours, direct) => `${Math.round((1 - ours / direct) * 1000) / 10} %`;
+  lines.push(
+    `What the model pays before any code runs: the \`tools\` of \`tools/list\` as compact JSON, counted with ${t.tokenizer}${t.measuredAt ? ` (measured ${t.measuredAt})` : ""}. ` +
+      "Direct: the same upstream servers' own tool lists, as a client connected to each would load them. Budget: " +
+      `${t.budget} tokens in any configuration, held by test/unit/token-budget.test.ts and test/e2e/agent.test.ts.`,
+    "",
+  );
+  lines.push("| configuration | upstream tools | direct definitions tokens (bytes) | our tools/list tokens (bytes) | our tools | saving |", "| --- | --- | --- | --- | --- | --- |");
+  const o = t.ours;
+  lines.push(`| no upstream servers | 0 | - | ${o.none.tokens} (${o.none.bytes}) | ${o.none.names.join(", ")} | - |`);
+  lines.push(`| the four servers of issue 16 (everything, memory, filesystem, sequential-thinking) | ${t.directFour.tools} | ${t.directFour.tokens} (${t.directFour.bytes}) | ${o.four.tokens} (${o.four.bytes}) | ${o.four.tools} | ${pctSaved(o.four.tokens, t.directFour.tokens)} |`);
+  lines.push(`| those plus github, playwright, notion | ${t.directAll.tools} | ${t.directAll.tokens} (${t.directAll.bytes}) | ${o.all.tokens} (${o.all.bytes}) | ${o.all.tools} | ${pctSaved(o.all.tokens, t.directAll.tokens)} |`);
+  lines.push("");
+  lines.push(`Per server, direct: ${Object.entries(t.direct).map(([n, d]) => `${n} ${d.tools} tools ${d.tokens} tokens`).join("; ")}. Ours per tool (four servers): ${Object.entries(o.four.perTool).map(([n, k]) => `${n} ${k}`).join(", ")}.`, "");
+  if (t.before) lines.push(`Before issue 16 (same four servers, same tokenizer): ${t.before.tokens} tokens (${t.before.bytes} bytes) for ${t.before.tools} tools.`, "");
+  const r = t.results;
+  if (r) {
+    lines.push("| result | text the model reads, tokens (bytes) | whole result with structuredContent, tokens (bytes) |", "| --- | --- | --- |");
+    const row = (name, x) => lines.push(`| ${name} | ${x.text.tokens} (${x.text.bytes}) | ${x.whole.tokens} (${x.whole.bytes}) |`);
+    row("small run (`console.log(1)`)", r.smallRun);
+    row("an error (JSON.parse throws)", r.error);
+    row("a truncated run (20,000 lines printed)", r.truncated);
+    row('search_tools hit, detail "name"', r.searchName);
+    row('search_tools hit, detail "summary"', r.searchSummary);
+    row('search_tools hit, detail "full"', r.searchFull);
+    lines.push("");
+  }
+  return lines;
+}
+
 function render(result) {
   const lines = [];
   const mark = (ok) => (ok ? "met" : "**missed**");
@@ -470,6 +575,7 @@ function render(result) {
     lines.push(`Start-up over stdio (${STARTUPS} launches): spawn → \`initialize\` answered p50 ${r.startup.initialize.p50} / p95 ${r.startup.initialize.p95} ms; spawn → first \`execute_code\` result p50 ${r.startup.firstResult.p50} / p95 ${r.startup.firstResult.p95} ms.`, "");
     lines.push(`Token efficiency (10,000 rows filtered to 5 in the sandbox): ${r.tokenEfficiency.bytesViaCode} bytes reach the client instead of ${r.tokenEfficiency.bytesDirect} from a direct tool call: ${r.tokenEfficiency.ratio} × fewer.`, "");
   }
+  lines.push(...renderTokens(result.tokens));
   lines.push(...renderPythonImages(result.pythonImages));
   lines.push(result.notes ?? "");
   return `${lines.join("\n")}\n`;
@@ -485,7 +591,16 @@ if (process.argv.includes("--render")) {
 
 const dataDir = mkdtempSync(join(tmpdir(), "codebox-bench-"));
 try {
-  if (process.env.BENCH_ONLY === "python-images") {
+  if (process.env.BENCH_ONLY === "tokens") {
+    // Only the token figures, merged into the last full results.
+    const file = join(root, "bench-results", "bench.json");
+    const result = JSON.parse(readFileSync(file, "utf8"));
+    result.tokens = { ...(await tokenBudget(dataDir)), measuredAt: new Date().toISOString(), before: result.tokens?.before ?? TOKENS_BEFORE };
+    result.notes = readFileSync(join(root, "bench", "NOTES.md"), "utf8");
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    writeFileSync(join(root, "docs", "PERFORMANCE.md"), render(result));
+    log("merged the token figures into bench-results/bench.json and docs/PERFORMANCE.md");
+  } else if (process.env.BENCH_ONLY === "python-images") {
     // Only the Python images, merged into the last full results.
     const file = join(root, "bench-results", "bench.json");
     const result = JSON.parse(readFileSync(file, "utf8"));
@@ -514,6 +629,12 @@ try {
         log(`${rt} failed: ${err.stack ?? err}`);
         result.runtimes.push({ runtime: rt, error: String(err.message ?? err).slice(0, 500) });
       }
+    }
+    try {
+      result.tokens = { ...(await tokenBudget(dataDir)), before: TOKENS_BEFORE };
+    } catch (err) {
+      log(`tokens failed: ${err.stack ?? err}`);
+      result.tokens = { error: String(err.message ?? err).slice(0, 500) };
     }
     if (runtimes.includes("runc")) {
       try {

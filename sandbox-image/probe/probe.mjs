@@ -1,4 +1,4 @@
-// Run inside a sandbox by the sandbox_info tool (Node or Bun): measures the isolation from the
+// Run inside a sandbox for the codebox://sandbox/<runtime> resource (Node or Bun): measures the isolation from the
 // inside, the way an attacker would see it, and prints one JSON object (SandboxFacts).
 /* global Bun */
 import fs from "node:fs";

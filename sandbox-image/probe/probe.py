@@ -1,4 +1,4 @@
-# Run inside a Python sandbox by the sandbox_info tool: measures the isolation from the inside,
+# Run inside a Python sandbox for the codebox://sandbox/<runtime> resource: measures the isolation from the inside,
 # the way an attacker would see it, and prints one JSON object (SandboxFacts).
 import errno, fcntl, json, os, platform, re, socket, struct, sys
 
