@@ -193,7 +193,7 @@ describe("the bridge from Python", () => {
   it("search_tools and execute_code say how to call tools from Python", async () => {
     const { tools } = await client.listTools();
     const exec = tools.find((t) => t.name === "execute_code")!;
-    expect(exec.description).toContain("from servers.<server> import tool_name");
+    expect(exec.description).toContain("from servers.<server> import f");
     expect(JSON.stringify(exec.inputSchema)).toContain('"python"');
     const hits = (await call("search_tools", { query: "sum", detail: "name" })).structuredContent as { tools: Array<{ server: string; python: string }> };
     expect(hits.tools.find((h) => h.server === "everything")?.python).toBe("from servers.everything import get_sum");
