@@ -40,6 +40,7 @@ export function createMcpServer(deps: McpServerDeps): McpServer {
     userIdFor: deps.userIdFor,
     nodeVersion: process.versions.node,
     upstreams: deps.bridge.upstreamNames,
+    hasUpstreams: deps.bridge.hasUpstreams,
     runtimes: deps.runtimes,
     pythonPackages: deps.pythonPackages ?? "data",
     egress: deps.egress ?? false,

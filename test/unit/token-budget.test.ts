@@ -23,6 +23,8 @@ interface Options {
   egress?: boolean;
   packages?: boolean;
   profile?: "light" | "standard" | "heavy";
+  /** Only users' own servers (userMcpServers): some exist, none is named for all. */
+  ownServers?: boolean;
 }
 
 /** tools/list of the real server in this configuration; the tools are registered, never called. */
@@ -32,7 +34,7 @@ async function toolList(o: Options = {}) {
   const upstreams = o.upstreams ?? [];
   const server = createMcpServer({
     runs: { limits: () => limits } as never,
-    bridge: { upstreamNames: upstreams, hasUpstreams: upstreams.length > 0 } as never,
+    bridge: { upstreamNames: upstreams, hasUpstreams: upstreams.length > 0 || (o.ownServers ?? false) } as never,
     files: { maxWriteBytes: config.storage.maxWriteBytes } as never,
     logger: createLogger({ level: "silent" }),
     userIdFor: () => "local",
@@ -93,6 +95,12 @@ describe("the token budget of tools/list", () => {
   it("offers search_tools only when an upstream server can exist, and no tool that code can do", async () => {
     expect((await toolList()).map((t) => t.name).sort()).toEqual(["execute_code", "write_file"]);
     expect((await toolList({ upstreams: ["a"] })).map((t) => t.name).sort()).toEqual(["execute_code", "search_tools", "write_file"]);
+  });
+
+  it("points to search_tools when the only upstream servers are users' own (unnamed)", async () => {
+    const own = await toolList({ upstreams: [], ownServers: true });
+    expect(own.map((t) => t.name)).toContain("search_tools");
+    expect(own.find((t) => t.name === "execute_code")!.description).toMatch(/Tools of your MCP servers are functions here: find them with search_tools/);
   });
 
   it("says only what the configuration offers", async () => {

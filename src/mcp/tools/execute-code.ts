@@ -68,8 +68,10 @@ export interface ExecuteCodeDeps {
   /** The user the call runs as (stdio: the configured local user). */
   userIdFor: (authInfo: unknown) => string;
   nodeVersion: string;
-  /** Names of the configured upstream MCP servers. */
+  /** Names of the upstream MCP servers every user may call. */
   upstreams: string[];
+  /** Some user may call an upstream server (shared, or only their own: then the names are not listed). */
+  hasUpstreams?: boolean | undefined;
   /** The language runtimes this server offers. */
   runtimes: readonly RuntimeName[];
   pythonPackages?: PythonPackages | undefined;
@@ -95,6 +97,8 @@ export interface DescribeOptions {
   limits: { memoryMiB: number; cpus: number; timeoutMs: number; maxOutputBytes: number };
   nodeVersion: string;
   upstreams?: readonly string[];
+  /** Upstream servers exist even when `upstreams` names none (a user's own servers). */
+  hasUpstreams?: boolean;
   runtimes?: readonly RuntimeName[];
   pythonPackages?: PythonPackages;
   egress?: boolean;
@@ -123,7 +127,9 @@ export function describeExecuteCode(o: DescribeOptions): string {
   return [
     `Run code in a fresh sandbox and get back what it printed. ${languages.join(" or ")}.`,
     `- Only files outlive a call: /workspace is the working folder. Keep reusable code in /skills/<name>/ (${skillFiles}, plus SKILL.md saying what it does) and import it later.`,
-    ...(upstreams.length > 0 ? [`- Tools of the MCP servers ${someNames(upstreams)} are functions here: find them with search_tools, then ${imports}.`] : []),
+    ...(upstreams.length > 0 || o.hasUpstreams
+      ? [`- Tools of ${upstreams.length > 0 ? `the MCP servers ${someNames(upstreams)}` : "your MCP servers"} are functions here: find them with search_tools, then ${imports}.`]
+      : []),
     `- Print only what you need (a summary, the rows that matter), never whole datasets: filter in code. ${py ? "display(x)" : "display()"} shows an image${js ? " (JS: /servers/display.ts)" : ""}.`,
     `- ${o.egress ? "Network: only the hosts in allowHosts, over HTTP(S) through a proxy." : "No network."}${o.packages ? " Add npm/pip packages with the packages tool." : ""} Limits: ${l.memoryMiB} MiB, ${l.cpus} CPU, ${l.timeoutMs / 1000} s, ${sizeText(l.maxOutputBytes)} of output.`,
     "- More: print /servers/README.md.",
@@ -162,6 +168,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
         limits: deps.runs.limits(),
         nodeVersion: deps.nodeVersion,
         upstreams: deps.upstreams,
+        hasUpstreams: deps.hasUpstreams ?? deps.upstreams.length > 0,
         runtimes: deps.runtimes,
         pythonPackages: deps.pythonPackages ?? "data",
         egress: deps.egress ?? false,
@@ -175,7 +182,7 @@ export function registerExecuteCodeTool(server: McpServer, deps: ExecuteCodeDeps
         destructiveHint: true,
         idempotentHint: false,
         // No network from the sandbox; with upstream servers configured, the code reaches them.
-        openWorldHint: deps.upstreams.length > 0,
+        openWorldHint: deps.hasUpstreams ?? deps.upstreams.length > 0,
       },
     },
     async (args, extra) => {
