@@ -83,6 +83,21 @@ describe("the MCP Inspector CLI", () => {
     const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as { tools: Array<{ name: string }> };
     expect(json.tools.map((t) => t.name)).toContain("execute_code");
   });
+
+  it("reads the guide and the sandbox report, the resources that replaced listed tools", async () => {
+    const inspector = join(repoRoot, "node_modules", ".bin", "mcp-inspector");
+    const read = async (uri: string) => {
+      const r = await exec(inspector, ["--cli", "-e", `CODEBOX_DATA_DIR=${dataDir}`, process.execPath, cliPath, "--method", "resources/read", "--uri", uri]);
+      return JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as { contents: Array<{ mimeType: string; text: string }> };
+    };
+    const help = await read("codebox://help");
+    expect(help.contents[0]).toMatchObject({ mimeType: "text/markdown" });
+    expect(help.contents[0]!.text).toContain("/skills/<name>/");
+    const report = JSON.parse((await read("codebox://sandbox/node")).contents[0]!.text) as { ociRuntime: string; readOnlyRoot: boolean; uid: number; network: { dns: string } };
+    expect(report).toMatchObject({ readOnlyRoot: true });
+    expect(report.uid).not.toBe(0);
+    expect(report.network.dns).not.toBe("resolved");
+  });
 });
 
 describe("codebox-mcp doctor", () => {
