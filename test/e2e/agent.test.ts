@@ -3,6 +3,7 @@
 // only its task and what the server tells it: the tool list, then each result's text. It reads
 // the name of the discovery tool from execute_code's description, the import line from a
 // search_tools hit, the result's shape from the hit's schema, and filters 10,000 rows in code.
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -24,7 +25,6 @@ const see = async (name: string, args: Record<string, unknown>) => {
 };
 
 beforeAll(async () => {
-  const { writeFileSync } = await import("node:fs");
   const upstreams = realUpstreams(repoRoot, dir).all;
   writeFileSync(join(dir, "config.json"), JSON.stringify({ mcpServers: { ...upstreams, rows: { command: process.execPath, args: [rowsServerPath] } } }));
   client = new Client({ name: "e2e-agent", version: "1" });
