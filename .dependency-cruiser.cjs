@@ -25,7 +25,7 @@ module.exports = {
       name: "dockerode-only-in-docker-adapter",
       comment: "Only the Docker adapter (src/sandbox/docker/) talks to the engine; everything else uses the SandboxBackend port.",
       severity: "error",
-      from: { path: "^src/", pathNot: "^src/sandbox/docker/" },
+      from: { path: "^src/", pathNot: "^src/(sandbox/docker/|transport/router/swarm\\.ts$)" },
       to: { path: "node_modules/(@types/)?dockerode/" },
     },
     {
@@ -53,6 +53,13 @@ module.exports = {
     layer("mcp", "^src/mcp/", "^src/(?!shared/|protocol/|config/|sandbox/(?!docker/)|bridge/|egress/|stores/|runs/|mcp/)"),
     layer("app", "^src/(app|doctor)\\.ts$", "^src/(transport/|cli\\.ts)"),
     layer("transport", "^src/transport/", "^src/cli\\.ts$"),
+    {
+      name: "router-holds-no-engine",
+      comment: "The router (codebox-mcp route) authenticates and forwards: it loads no engine, runs, stores or tools (docs/SCALING.md section 2).",
+      severity: "error",
+      from: { path: "^src/transport/router/" },
+      to: { path: "^src/((app|doctor)\\.ts$|runs/|sandbox/|stores/|mcp/|bridge/|egress/|transport/(http|cell|stdio|stdio-front)\\.ts$)" },
+    },
     {
       name: "sandbox-image-is-not-host-code",
       comment: "Code that runs inside the sandbox is read from the package at run time, never imported by the host.",

@@ -17,6 +17,8 @@ Usage:
   codebox-mcp [serve]                  serve MCP over stdio (what an editor's MCP config launches)
   codebox-mcp serve --http [--host <addr>] [--port <n>]
                                        serve MCP over Streamable HTTP for many users (API keys / OAuth)
+  codebox-mcp route [--host <addr>] [--port <n>]
+                                       one address in front of many cells (cluster mode, docs/SCALING.md)
   codebox-mcp run <file> [--lang ts|js|py] [--bun] [--timeout <ms>]
   codebox-mcp run -e <code> [--lang ts|js|py] [--bun] [--timeout <ms>]
                                        run once in a sandbox, print its output, exit with its exit code
@@ -92,6 +94,7 @@ async function main(argv: string[]): Promise<number> {
   const interactive = command !== "serve";
   // An editor waits for `initialize` before anything else: answer it before the rest loads.
   const front = command === "serve" && !values.http ? new StdioFront() : undefined;
+  const routing = command === "route";
   const { loadConfigReport } = await import("./config/load.js");
   const { config, warnings } = loadConfigReport({
     env: process.env,
@@ -102,8 +105,8 @@ async function main(argv: string[]): Promise<number> {
       "sandbox.runtime": values.runtime,
       "sandbox.profile": values.profile,
       "sandbox.image": values.image,
-      "http.host": values.host,
-      "http.port": values.port === undefined ? undefined : /^\d+$/.test(values.port) ? Number(values.port) : values.port,
+      [routing ? "route.host" : "http.host"]: values.host,
+      [routing ? "route.port" : "http.port"]: values.port === undefined ? undefined : /^\d+$/.test(values.port) ? Number(values.port) : values.port,
       // One-shot commands have no next run to keep a warm container for.
       ...(command === "serve" ? {} : { "sandbox.pool.size": 0 }),
       // A person reads the CLI commands' stderr: only what needs attention, unless asked.
@@ -136,6 +139,18 @@ async function main(argv: string[]): Promise<number> {
       };
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
+      return -1;
+    }
+    case "route": {
+      if (rest.length > 0) throw new UsageError(`route takes no arguments, got "${rest.join(" ")}"`);
+      // The router loads no engine code: it authenticates and forwards.
+      const { serveRouter } = await import("./transport/router/router.js");
+      const router = await serveRouter(config, logger).catch((err: unknown) => {
+        throw new CodeboxError("CODEBOX_CONFIG_INVALID", errorMessage(err));
+      });
+      const stop = () => void router.close().then(() => process.exit(0));
+      process.once("SIGTERM", stop);
+      process.once("SIGINT", stop);
       return -1;
     }
     case "run": {

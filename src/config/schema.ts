@@ -269,6 +269,57 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Cluster mode (docs/SCALING.md): this server is one cell of many behind `codebox-mcp route`. */
+    cluster: z
+      .object({
+        /** This cell's id; stored in <dataDir>/cell.json at first start, which then must match. Setting it turns cluster mode on. */
+        cellId: z
+          .string()
+          .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "cell ids are 1-63 lower-case letters, digits or '-' (a DNS label)")
+          .optional(),
+        /** The secret routers and cells share (at least 32 characters): routers present it to cells' internal port and with new users. */
+        token: z.string().min(32, "the cluster token must be at least 32 characters").optional(),
+        /** The cells' internal listener (placement, readiness, moves), on http.host. */
+        internalPort: z.number().int().min(0).max(65535).default(8081),
+      })
+      .strict()
+      .prefault({}),
+    /** The router (`codebox-mcp route`). */
+    route: z
+      .object({
+        host: z.string().default("127.0.0.1"),
+        port: z.number().int().min(0).max(65535).default(8080),
+        /** Where the set of cells comes from: a Docker Swarm manager's API, or the Kubernetes API. */
+        discovery: z.enum(["swarm", "kubernetes"]).default("swarm"),
+        swarm: z
+          .object({
+            /** The cells' service (a global service), e.g. "codebox_cell". */
+            service: z.string().min(1).default("codebox_cell"),
+            /** Nodes carrying this label (value "true") are the desired cells. */
+            nodeLabel: z.string().min(1).default("codebox.cell"),
+            /** A node's cell id is this prefix and its hostname. */
+            cellIdPrefix: z.string().default("cell-"),
+          })
+          .strict()
+          .prefault({}),
+        /** The cells' MCP port and internal port. */
+        cellPort: z.number().int().min(1).max(65535).default(8080),
+        cellInternalPort: z.number().int().min(1).max(65535).default(8081),
+        /** How often the orchestrator is asked for the cells, and each cell probed. */
+        discoveryIntervalMs: z.number().int().min(100).max(600_000).default(5_000),
+        probeIntervalMs: z.number().int().min(100).max(60_000).default(1_000),
+        probeTimeoutMs: z.number().int().min(50).max(60_000).default(500),
+        /** Consecutive failed probes after which a cell is down (a refused connection counts at once). */
+        probeFailures: z.number().int().min(1).max(100).default(2),
+        connectTimeoutMs: z.number().int().min(50).max(60_000).default(1_000),
+        /** What clients are told to wait before retrying a user whose cell is unavailable. */
+        retryAfterMs: z.number().int().min(0).max(600_000).default(5_000),
+        /** Requests one user may have open through this router (SSE streams included). */
+        maxStreamsPerUser: z.number().int().min(1).max(10_000).default(64),
+        maxConnections: z.number().int().min(1).max(1_000_000).default(4_096),
+      })
+      .strict()
+      .prefault({}),
     /** Upstream servers only some users may call (in addition to the shared mcpServers). */
     userMcpServers: z.record(z.string(), z.record(z.string().regex(SERVER_NAME), UpstreamServerSchema)).default({}),
     mcpServers: z

@@ -14,7 +14,9 @@ export type ErrorCode =
   | "CODEBOX_UPSTREAM_UNAVAILABLE"
   | "CODEBOX_BUSY"
   | "CODEBOX_QUOTA_EXCEEDED"
-  | "CODEBOX_NOT_FOUND";
+  | "CODEBOX_NOT_FOUND"
+  | "CODEBOX_CELL_UNAVAILABLE"
+  | "CODEBOX_USER_MOVING";
 
 export class CodeboxError extends Error {
   readonly code: ErrorCode;

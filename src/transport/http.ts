@@ -11,6 +11,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { App } from "../app.js";
 import { errorMessage } from "../shared/errors.js";
 import { defaultRuntime } from "../shared/languages.js";
+import { Cell } from "./cell.js";
 import { CodeboxTokenVerifier, hashKey, mayAdoptLegacy, resolveApiKeys, userIdOf } from "./auth.js";
 import { BoundedEventStore, EventBudget } from "./event-store.js";
 import { SessionRegistry } from "./sessions.js";
@@ -27,6 +28,8 @@ interface Session {
 export interface HttpServerHandle {
   url: string;
   port: number;
+  /** Cluster mode: the cell's internal listener (routers and cells only). */
+  internalPort?: number;
   /** Stops accepting, lets runs finish up to the grace period, then kills and removes everything. */
   shutdown(reason: string): Promise<void>;
 }
@@ -53,6 +56,8 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     );
   }
   const verifier = new CodeboxTokenVerifier(keys, config.auth.oauth, logger);
+  // Cluster mode (docs/SCALING.md): this server is a cell behind routers.
+  const cell = await Cell.open(app);
   const web = express();
   web.disable("x-powered-by");
 
@@ -61,9 +66,12 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
   const wildcard = h.host === "0.0.0.0" || h.host === "::";
   const allowedHosts = [...new Set([...localNames, ...(wildcard ? [] : [bindName]), ...h.allowedHosts])];
   // Security: DNS rebinding: a foreign Host header is refused before anything else.
-  web.use(hostHeaderValidation(allowedHosts));
+  // A router checked Host and Origin against the public names before forwarding (cluster mode).
+  const checkHost = hostHeaderValidation(allowedHosts);
+  web.use((req: Request, res: Response, next: NextFunction) => (cell?.fromRouter(req) ? next() : checkHost(req, res, next)));
   web.use((req: Request, res: Response, next: NextFunction) => {
     const origin = req.headers.origin;
+    if (origin && cell?.fromRouter(req)) return next();
     if (origin && !h.allowedOrigins.includes(origin)) {
       let host: string | undefined;
       try {
@@ -197,9 +205,10 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
       if (!res.headersSent) jsonRpcError(res, 500, "Internal error");
     });
   };
-  web.post("/mcp", auth, body, guarded(handle));
-  web.get("/mcp", auth, guarded(handle));
-  web.delete("/mcp", auth, guarded(handle));
+  const placed = cell ? cell.gate : (_req: Request, _res: Response, next: NextFunction) => next();
+  web.post("/mcp", auth, placed, body, guarded(handle));
+  web.get("/mcp", auth, placed, guarded(handle));
+  web.delete("/mcp", auth, placed, guarded(handle));
   web.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
     const status = (err as { status?: number }).status;
     if (status === 413) return jsonRpcError(res, 413, `Request body over ${h.maxBodyBytes} bytes (http.maxBodyBytes)`);
@@ -223,6 +232,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     srv.once("error", reject);
   });
   const port = (listener.address() as AddressInfo).port;
+  const internalPort = cell ? await cell.listenInternal(h.host, config.cluster.internalPort) : undefined;
   const url = `http://${bindName}:${port}/mcp`;
   logger.info("codebox-mcp serving MCP over Streamable HTTP", { url, users: keys.length, oauth: !!config.auth.oauth });
   void app.warmUp();
@@ -231,6 +241,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
   const shutdown = (reason: string) => {
     shutdownPromise ??= (async () => {
       draining = true;
+      cell?.stopping();
       app.runs.stopAccepting();
       clearInterval(idleTimer);
       logger.info(`shutting down (${reason}): no new sessions or runs; waiting up to ${h.shutdownGraceMs} ms for runs in progress`);
@@ -242,8 +253,9 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
       for (const s of sessions.values()) await s.transport.close().catch(() => {});
       sessions.clear();
       listener.closeAllConnections();
+      await cell?.close();
     })();
     return shutdownPromise;
   };
-  return { url, port, shutdown };
+  return { url, port, ...(internalPort !== undefined ? { internalPort } : {}), shutdown };
 }

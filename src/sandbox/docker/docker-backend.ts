@@ -46,7 +46,9 @@ export class DockerSandboxBackend implements SandboxBackend {
     this.sandbox = options.config.sandbox;
     this.logger = options.logger;
     this.docker = options.docker ?? createDockerClient(options.config.docker);
-    this.instance = options.instance ?? currentInstance();
+    // A cell is known by its id, which survives restarts on a new host name (docs/SCALING.md):
+    // its next process then recognises and removes what the previous one left.
+    this.instance = options.instance ?? currentInstance(options.config.cluster.cellId ? `cell:${options.config.cluster.cellId}` : undefined);
     this.images = new DockerImages(this.docker, this.sandbox, this.logger);
     this.networks = new DockerNetworks(this.docker, this.instance, this.logger);
   }

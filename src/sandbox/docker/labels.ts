@@ -19,8 +19,8 @@ export interface ServerInstance {
   pid: number;
 }
 
-export function currentInstance(): ServerInstance {
-  return { id: randomUUID(), host: hostname(), pid: process.pid };
+export function currentInstance(host = hostname()): ServerInstance {
+  return { id: randomUUID(), host, pid: process.pid };
 }
 
 export function containerLabels(instance: ServerInstance, runId: string, userId: string, expiresAtMs: number): Record<string, string> {

@@ -1,0 +1,46 @@
+// The router's calls to a cell's internal listener (transport/cell.ts), with the cluster token.
+import type { CellInfo, PlacementReport as CellReport } from "../../protocol/cluster.js";
+import { type CellClient, CellUnreachable } from "./cells.js";
+
+/** Errors that mean nobody listens there (the process or host is gone), as opposed to a slow answer. */
+export function isDefiniteNetworkError(err: unknown): boolean {
+  let e: unknown = err;
+  for (let i = 0; i < 4 && e; i++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ECONNREFUSED" || code === "ECONNRESET" || code === "EHOSTUNREACH" || code === "ENETUNREACH" || code === "EPIPE") return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+export class HttpCellClient implements CellClient {
+  constructor(
+    private readonly token: string,
+    private readonly internalPort: number,
+  ) {}
+
+  private async get<T>(address: string, path: string, signal: AbortSignal, acceptNotReady: boolean): Promise<T> {
+    const host = address.includes(":") && !address.startsWith("[") ? `[${address}]` : address;
+    let res: Response;
+    try {
+      res = await fetch(`http://${host}:${this.internalPort}${path}`, { headers: { authorization: `Bearer ${this.token}` }, signal });
+    } catch (err) {
+      throw new CellUnreachable(`${path}: ${(err as Error).message}`, isDefiniteNetworkError(err));
+    }
+    const text = await res.text();
+    if (!res.ok && !(acceptNotReady && res.status === 503)) throw new CellUnreachable(`${path} answered HTTP ${res.status}: ${text.slice(0, 200)}`, res.status === 401);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new CellUnreachable(`${path} answered something that is not JSON`, true);
+    }
+  }
+
+  info(address: string, signal: AbortSignal): Promise<CellInfo> {
+    return this.get<CellInfo>(address, "/internal/cell", signal, true);
+  }
+
+  placement(address: string, signal: AbortSignal): Promise<CellReport> {
+    return this.get<CellReport>(address, "/internal/placement", signal, false);
+  }
+}
