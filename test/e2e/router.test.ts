@@ -1,0 +1,199 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigSchema } from "../../src/config/schema.js";
+import type { CellDirectory } from "../../src/transport/router/cells.js";
+import { home } from "../../src/transport/router/hrw.js";
+import { type RouterHandle, serveRouter } from "../../src/transport/router/router.js";
+import { cliPath, removeDir, serverProcessEnv, tempDir, testLogger, waitForNoContainers } from "../helpers.js";
+
+// Cells and the router on one machine, quickly: two real cells (the built CLI, `serve --http` in
+// cluster mode, on their own loopback addresses and data directories, sharing this machine's
+// engine) and the router in this process. The orchestrator is an in-memory CellDirectory here;
+// test/cluster/ runs the same against a real Swarm of separate engines.
+
+const dir = tempDir("e2e-router");
+const TOKEN = "cluster-token-0123456789abcdef0123456789";
+const PORT = 20_000 + (process.pid % 20_000);
+const INTERNAL = PORT + 1;
+const USERS = Array.from({ length: 8 }, (_, i) => ({ id: `ru${i}-${process.pid}`, key: `router-user-key-${i}-0123456789abcdef` }));
+const CELLS = [
+  { id: "cell-a", address: "127.0.0.2" },
+  { id: "cell-b", address: "127.0.0.3" },
+];
+const procs = new Map<string, ChildProcess>();
+let router: RouterHandle;
+let cellsDeclared = CELLS.map((c) => ({ ...c }));
+const directory: CellDirectory = { name: "test", list: async () => cellsDeclared };
+
+function startCell(cell: { id: string; address: string }): Promise<void> {
+  const configFile = join(dir, `${cell.id}.json`);
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      http: { host: cell.address, port: PORT, shutdownGraceMs: 2_000 },
+      cluster: { cellId: cell.id, token: TOKEN, internalPort: INTERNAL },
+      auth: { apiKeys: USERS.map((u) => ({ userId: u.id, key: u.key })) },
+      sandbox: { runtimes: ["node"], profiles: { standard: { timeoutMs: 60_000 } } },
+    }),
+  );
+  let text = "";
+  const p = spawn(process.execPath, [cliPath, "serve", "--http", "--config", configFile], { env: serverProcessEnv({ CODEBOX_DATA_DIR: join(dir, cell.id) }), stdio: ["ignore", "ignore", "pipe"] });
+  procs.set(cell.id, p);
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`cell ${cell.id} did not start: ${text}`)), 30_000);
+    p.stderr!.on("data", (d: Buffer) => {
+      text += d.toString();
+      if (text.includes("cell internal listener")) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    p.once("exit", (code) => reject(new Error(`cell ${cell.id} exited ${code}: ${text}`)));
+  });
+}
+
+async function connect(user: { key: string }): Promise<Client> {
+  const transport = new StreamableHTTPClientTransport(new URL(router.url), { requestInit: { headers: { Authorization: `Bearer ${user.key}` } } });
+  const client = new Client({ name: "router-e2e", version: "1" });
+  await client.connect(transport);
+  return client;
+}
+
+const text = (r: CallToolResult) => (r.content as Array<{ type: string; text?: string }>).map((c) => c.text ?? "").join("\n");
+/** What the run printed (a tool error has no structured result: its text then). */
+const out = (r: CallToolResult) => (r.structuredContent as { stdout?: string } | undefined)?.stdout ?? text(r);
+
+async function appendAndRead(client: Client, user: string, n: number): Promise<CallToolResult> {
+  return (await client.callTool({
+    name: "execute_code",
+    arguments: { language: "javascript", code: `import fs from "node:fs"; fs.appendFileSync("/workspace/${user}.log", "${n}\\n"); console.log(fs.readFileSync("/workspace/${user}.log","utf8").trim().split("\\n").join(",")); console.log(fs.readdirSync("/workspace").join(","))` },
+  })) as CallToolResult;
+}
+
+const cellOf = (user: string) => CELLS.find((c) => existsSync(join(dir, c.id, "users", user)))?.id;
+
+beforeAll(async () => {
+  await Promise.all(CELLS.map(startCell));
+  const config = ConfigSchema.parse({
+    dataDir: join(dir, "router"),
+    route: { host: "127.0.0.1", port: 0, cellPort: PORT, cellInternalPort: INTERNAL, probeIntervalMs: 300, probeTimeoutMs: 300, discoveryIntervalMs: 500, retryAfterMs: 2_000 },
+    cluster: { token: TOKEN },
+    auth: { apiKeys: USERS.map((u) => ({ userId: u.id, key: u.key })) },
+  });
+  router = await serveRouter(config, testLogger(), { directory });
+}, 60_000);
+
+afterAll(async () => {
+  await router?.close();
+  for (const p of procs.values()) if (p.exitCode === null) p.kill("SIGTERM");
+  await Promise.all([...procs.values()].map((p) => (p.exitCode === null ? new Promise((r) => p.once("exit", r)) : undefined)));
+  await waitForNoContainers(undefined, 20_000);
+  removeDir(dir);
+}, 60_000);
+
+describe("router in front of two cells", () => {
+  it("places each user on their rendezvous home and they see only their own files", async () => {
+    const clients = await Promise.all(USERS.map(connect));
+    for (let round = 1; round <= 2; round++) {
+      const results = await Promise.all(USERS.map((u, i) => appendAndRead(clients[i]!, u.id, round)));
+      for (const [i, r] of results.entries()) {
+        expect(r.isError, text(r)).toBeFalsy();
+        const [counts, listing] = out(r).trim().split("\n");
+        expect(counts).toBe(round === 1 ? "1" : "1,2");
+        expect(listing).toBe(`${USERS[i]!.id}.log`);
+      }
+    }
+    for (const u of USERS) {
+      expect(cellOf(u.id)).toBe(home(u.id, CELLS.map((c) => c.id)));
+      // One cell only: the other has no folder for them.
+      expect(CELLS.filter((c) => existsSync(join(dir, c.id, "users", u.id))).length).toBe(1);
+    }
+    expect(new Set(USERS.map((u) => cellOf(u.id))).size).toBe(2);
+    await Promise.all(clients.map((c) => c.close()));
+  }, 120_000);
+
+  it("a request straight to a cell for a user it does not hold gets 421, and a client cannot claim a new user there", async () => {
+    const u = USERS.find((x) => cellOf(x.id) === "cell-a")!;
+    for (const extra of [{}, { "codebox-placement": "new" }, { "codebox-placement": "new", "codebox-cluster-token": "wrong-token-0123456789abcdef0123456789" }]) {
+      const res = await fetch(`http://127.0.0.3:${PORT}/mcp`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${u.key}`, "content-type": "application/json", accept: "application/json, text/event-stream", ...extra },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "x", version: "1" } } }),
+      });
+      expect(res.status).toBe(421);
+      expect(((await res.json()) as { error: { data: { placement: string } } }).error.data.placement).toBe("unknown");
+    }
+    expect(existsSync(join(dir, "cell-b", "users", u.id))).toBe(false);
+    // The internal listener wants the cluster token.
+    expect((await fetch(`http://127.0.0.3:${INTERNAL}/internal/placement`)).status).toBe(401);
+    const report = (await (await fetch(`http://127.0.0.3:${INTERNAL}/internal/placement`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { cell: string; users: Record<string, { state: string }> };
+    expect(report.cell).toBe("cell-b");
+    expect(Object.keys(report.users).sort()).toEqual(USERS.filter((x) => cellOf(x.id) === "cell-b").map((x) => x.id).sort());
+  });
+
+  it("a cell killed mid-run: its users get CODEBOX_CELL_UNAVAILABLE within seconds, the others keep working, and after a restart they find their files", async () => {
+    const onB = USERS.filter((u) => cellOf(u.id) === "cell-b");
+    const onA = USERS.filter((u) => cellOf(u.id) === "cell-a");
+    const bClients = await Promise.all(onB.map(connect));
+    const aClients = await Promise.all(onA.map(connect));
+    // A run in flight on cell-b when it dies.
+    const started = Date.now();
+    const long = bClients[0]!.callTool({ name: "execute_code", arguments: { language: "javascript", code: "await new Promise(r => setTimeout(r, 20000)); console.log('late')" } }) as Promise<CallToolResult>;
+    await new Promise((r) => setTimeout(r, 1_500));
+    procs.get("cell-b")!.kill("SIGKILL");
+    const r = await long;
+    expect(Date.now() - started).toBeLessThan(8_000);
+    expect(r.isError).toBe(true);
+    expect(text(r)).toContain("CODEBOX_CELL_UNAVAILABLE");
+    // Further calls of cell-b's users fail fast with the same clear error; cell-a's users see nothing.
+    const t0 = Date.now();
+    const [bAfter, aAfter] = await Promise.all([Promise.all(onB.map((u, i) => appendAndRead(bClients[i]!, u.id, 9))), Promise.all(onA.map((u, i) => appendAndRead(aClients[i]!, u.id, 3)))]);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    for (const x of bAfter) expect(text(x)).toContain("CODEBOX_CELL_UNAVAILABLE");
+    for (const x of aAfter) expect(out(x).split("\n")[0]).toBe("1,2,3");
+    // A new session for a cell-b user is refused in the protocol too (not a hang).
+    await expect(connect(onB[0]!)).rejects.toThrow(/unavailable/);
+    await Promise.all([...bClients, ...aClients].map((c) => c.close().catch(() => {})));
+
+    await startCell(CELLS[1]!);
+    let back: CallToolResult | undefined;
+    for (let i = 0; i < 40 && !back; i++) {
+      try {
+        const c = await connect(onB[0]!);
+        back = await appendAndRead(c, onB[0]!.id, 3);
+        await c.close();
+      } catch {
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+    expect(back && out(back).split("\n")[0]).toBe("1,2,3");
+    const again = await Promise.all(onB.slice(1).map(async (u) => {
+      const c = await connect(u);
+      const res = await appendAndRead(c, u.id, 3);
+      await c.close();
+      return out(res).split("\n")[0];
+    }));
+    for (const x of again) expect(x).toBe("1,2,3");
+  }, 180_000);
+
+  it("the router reports its cells; unknown paths and bad credentials get clear answers", async () => {
+    const ready = await fetch(router.url.replace("/mcp", "/readyz"), { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(ready.status).toBe(200);
+    const body = (await ready.json()) as { cells: Array<{ id: string; up: boolean; users: number }> };
+    expect(body.cells.map((c) => [c.id, c.up])).toEqual([
+      ["cell-a", true],
+      ["cell-b", true],
+    ]);
+    expect(body.cells.reduce((n, c) => n + c.users, 0)).toBe(USERS.length);
+    expect((await fetch(router.url.replace("/mcp", "/readyz"))).status).toBe(401);
+    const bad = await fetch(router.url, { method: "POST", headers: { authorization: "Bearer nope-nope-nope-nope", "content-type": "application/json" }, body: "{}" });
+    expect(bad.status).toBe(401);
+    expect(bad.headers.get("www-authenticate")).toContain("invalid_token");
+    expect(readFileSync(join(dir, "cell-a", "cell.json"), "utf8")).toContain('"cell-a"');
+  });
+});
