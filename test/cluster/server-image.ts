@@ -3,7 +3,7 @@
 // cannot be pulled here; this image is assembled FROM scratch the way the sandbox images are
 // (src/sandbox/docker/rootfs.ts): this machine's node binary and the libraries `ldd` lists, plus
 // the package (package.json, dist/, production node_modules, sandbox-image/, seccomp/profile.json,
-// skills/, Dockerfile.sandbox) under /app. No shell, no package manager.
+// skills/, Dockerfile.sandbox) under the repository's own path (see appDir). No shell, no package manager.
 //
 // The node binary is the one running this process, so the server in the image computes the same
 // default sandbox image tag (defaultImageTag hashes process.version) as the host does: load the
@@ -30,7 +30,7 @@ export const SERVER_REPOSITORY = "codebox-mcp-server";
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-/** What goes under /app besides dist/ and node_modules/. */
+/** What goes into the package directory besides dist/ and node_modules/. */
 const SHIPPED = ["package.json", "Dockerfile.sandbox", "seccomp/profile.json", "skills", "sandbox-image"];
 
 export interface ServerImageOptions {
@@ -43,6 +43,15 @@ export interface ServerImageOptions {
    * `npm ls --omit=dev` lists them), for the library entry (dist/app.js) too.
    */
   nodeModules?: "bundle" | "production";
+  /**
+   * Where the package sits in the image. Default: this repository's own path (e.g. /work/main),
+   * NOT /app: the server bind-mounts its starter skills into every sandbox straight from the
+   * package (SkillStore.starterMounts: packagePath("skills")/<name>), and the engine resolves that
+   * path on the node, so it must exist there with the same content. Under /app every run fails
+   * with "bind source path does not exist: /app/skills/csv"; at the repository's path the node
+   * has it. "/app" works once the server stops mounting from its package directory.
+   */
+  appDir?: string;
   /** Build even when the engine has the tag. */
   force?: boolean;
   log?: (line: string) => void;
@@ -87,11 +96,11 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 /** The content hash behind the default tag (cheap: dist/ is a few MB; node_modules is pinned by the lockfile). */
-export async function serverImageHash(options: Pick<ServerImageOptions, "nodeModules"> = {}): Promise<string> {
+export async function serverImageHash(options: Pick<ServerImageOptions, "nodeModules" | "appDir"> = {}): Promise<string> {
   const hash = createHash("sha256");
   // This file is the recipe: a change to it is a new image.
   hash.update(await fs.readFile(fileURLToPath(import.meta.url)));
-  hash.update(`recipe ${RECIPE}\0modules ${options.nodeModules ?? "bundle"}\0`);
+  hash.update(`recipe ${RECIPE}\0modules ${options.nodeModules ?? "bundle"}\0app ${options.appDir ?? repoRoot}\0`);
   const node = realpathSync(process.execPath);
   const st = statSync(node);
   hash.update(`node ${process.version} ${node} ${st.size} ${st.mtimeMs}\0`);
@@ -244,10 +253,12 @@ export async function buildServerImageInfo(docker: Docker | string, options: Ser
   const dockerHost = dockerHostOf(docker);
   const log = options.log ?? (() => {});
   const nodeModules = options.nodeModules ?? "bundle";
+  const appDir = options.appDir ?? repoRoot;
+  if (!appDir.startsWith("/") || appDir === "/") throw new Error(`appDir ${appDir}: give an absolute directory`);
   await fs.access(join(repoRoot, "dist", "cli.js")).catch(() => {
     throw new Error(`${repoRoot}/dist/cli.js is missing: run \`npm run build\` first`);
   });
-  const tag = options.tag ?? `${SERVER_REPOSITORY}:offline-${await serverImageHash({ nodeModules })}`;
+  const tag = options.tag ?? `${SERVER_REPOSITORY}:offline-${await serverImageHash({ nodeModules, appDir })}`;
   if (!options.force) {
     const size = await imageSize(dockerHost, tag);
     if (size !== undefined) {
@@ -259,7 +270,8 @@ export async function buildServerImageInfo(docker: Docker | string, options: Ser
   const dir = await fs.mkdtemp(join(tmpdir(), "codebox-server-image-"));
   try {
     const root = join(dir, "rootfs");
-    for (const d of ["etc", "tmp", "app", "usr/local/bin"]) await fs.mkdir(join(root, d), { recursive: true, mode: 0o755 });
+    const app = join(root, appDir);
+    for (const d of [join(root, "etc"), join(root, "tmp"), app, join(root, "usr/local/bin")]) await fs.mkdir(d, { recursive: true, mode: 0o755 });
     await fs.chmod(join(root, "tmp"), 0o1777);
     await fs.writeFile(join(root, "etc/passwd"), "root:x:0:0:root:/tmp:/sbin/nologin\ncodebox:x:10001:10001:codebox:/tmp:/sbin/nologin\n");
     await fs.writeFile(join(root, "etc/group"), "root:x:0:\ncodebox:x:10001:\n");
@@ -267,7 +279,6 @@ export async function buildServerImageInfo(docker: Docker | string, options: Ser
     await copyFileTo(root, process.execPath, "/usr/local/bin/node", 0o755);
     for (const lib of await sharedLibraries(realpathSync(process.execPath))) await copyFileTo(root, lib, lib, 0o755);
     // The package.
-    const app = join(root, "app");
     await copyTree(join(repoRoot, "dist"), join(app, "dist"));
     for (const f of SHIPPED) await copyTree(join(repoRoot, f), join(app, f));
     const packages = nodeModules === "production" ? await productionPackages() : await bundlePackages();
@@ -278,12 +289,12 @@ export async function buildServerImageInfo(docker: Docker | string, options: Ser
       "# Generated by test/cluster/server-image.ts: the codebox server, assembled offline.",
       "FROM scratch",
       "COPY rootfs/ /",
-      "WORKDIR /app",
+      `WORKDIR ${appDir}`,
       "ENV NODE_ENV=production HOME=/tmp TMPDIR=/tmp PATH=/usr/local/bin",
       "EXPOSE 8080",
       `HEALTHCHECK --interval=10s --timeout=5s --start-period=10s CMD ${JSON.stringify(["/usr/local/bin/node", "-e", healthcheck])}`,
       `LABEL dev.codebox-mcp.image=server dev.codebox-mcp.node=${process.version}`,
-      'ENTRYPOINT ["/usr/local/bin/node", "/app/dist/cli.js"]',
+      `ENTRYPOINT ${JSON.stringify(["/usr/local/bin/node", `${appDir}/dist/cli.js`])}`,
       'CMD ["serve", "--http", "--host", "0.0.0.0", "--port", "8080"]',
       "",
     ].join("\n");
