@@ -9,7 +9,7 @@
 //   --logs DIR       keep each dockerd's log and each cell's log there
 //   --keep           leave the lab running (destroy it later with cleanupStale("cbc"))
 import { randomBytes } from "node:crypto";
-import { promises as fs, readdirSync, statSync } from "node:fs";
+import { promises as fs, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -134,7 +134,34 @@ async function callCell(h: Host, key: string): Promise<{ stdout: string; ms: num
   }
 }
 
+/** What the machine holds that a lab could leave behind (compared before and after). */
+async function machineSnapshot(): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) if (line) out.add(`mount ${line.split(" ")[4]}`);
+  for (const l of JSON.parse((await run("ip", ["-j", "link", "show"])).stdout) as Array<{ ifname: string }>) out.add(`link ${l.ifname}`);
+  for (const n of JSON.parse((await run("ip", ["-j", "netns", "list"])).stdout.trim() || "[]") as Array<{ name: string }>) out.add(`netns ${n.name}`);
+  for (const c of readdirSync("/sys/fs/cgroup")) {
+    try {
+      for (const d of readdirSync(join("/sys/fs/cgroup", c), { withFileTypes: true })) if (d.isDirectory()) out.add(`cgroup ${c}/${d.name}`);
+    } catch {
+      // not a hierarchy
+    }
+  }
+  for (const r of (await run("iptables", ["-S"])).stdout.split("\n")) if (r) out.add(`iptables ${r}`);
+  for (const d of ["/run", "/var/lib", "/srv", "/run/containerd/s", "/tmp"]) for (const e of readdirSync(d)) out.add(`file ${d}/${e}`);
+  for (const pid of readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      if (/^(dockerd|containerd|containerd-shim|runc|node)/.test(comm)) out.add(`process ${pid} ${comm}`);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
+  const before = await machineSnapshot();
   const containerdSocketsBefore = readdirSync("/run/containerd/s").length;
   const mainContainersBefore = (await dockerAt(MAIN_DOCKER_HOST, ["ps", "-aq"])).stdout;
   const lab = await timed(`createLab(${COUNT}) + Swarm`, () => createLab({ prefix: PREFIX, count: COUNT, swarm: true, log, ...(LOGS ? { keepLogsIn: LOGS } : {}) }));
@@ -255,6 +282,12 @@ async function main(): Promise<void> {
       const sockets = readdirSync("/run/containerd/s").length;
       const mainContainers = (await dockerAt(MAIN_DOCKER_HOST, ["ps", "-aq"])).stdout;
       log(`after destroy: leftovers ${JSON.stringify(left)}; /run/containerd/s entries ${containerdSocketsBefore} -> ${sockets}; main engine containers unchanged: ${mainContainers === mainContainersBefore}`);
+      const after = await machineSnapshot();
+      const added = [...after].filter((x) => !before.has(x) && !/^process \d+ node$/.test(x));
+      // Other work on the machine (tests on the main engine) may add things too: anything here is
+      // reported; only what names the lab fails the smoke.
+      log(`machine snapshot: ${before.size} entries before, ${after.size} after; new since the start: ${added.length ? added.join("; ") : "none"}`);
+      if (!failed) check(!added.some((x) => x.includes(PREFIX)), "nothing of the lab in the machine snapshot");
       if (!failed) {
         check(left.length === 0, "destroy leaves nothing");
         check(sockets <= containerdSocketsBefore, "no shim sockets left in /run/containerd/s");
