@@ -467,6 +467,8 @@ export async function createLab(options: LabOptions): Promise<Lab> {
   await cleanupStale(prefix, log);
   await checkSubnetFree(cidr, bridge);
   for (const d of Object.values(p)) {
+    // Never adopt a directory that is not a lab's (cleanupStale left it alone for that reason).
+    if (existsSync(d) && !existsSync(join(d, MARKER))) throw new Error(`${d} exists and is not a lab's (no ${MARKER}): pick another prefix or remove it`);
     await fs.mkdir(d, { recursive: true, mode: 0o755 });
     await fs.writeFile(join(d, MARKER), `codebox cluster lab ${prefix}\n`);
   }
