@@ -1,4 +1,5 @@
-// Smoke test of the cluster harness (root; run with `npx tsx test/cluster/hosts.smoke.ts`):
+// Smoke test of the cluster harness (root; `npx -y tsx test/cluster/hosts.smoke.ts`: tsx is no
+// devDependency, npx fetches it; vitest tests can import hosts.ts and server-image.ts as they are):
 // a lab of N hosts (default 2) in a Swarm, the offline server image and the Node sandbox image
 // loaded into every engine, the cell as a global Swarm service with host networking, and an MCP
 // client in the root namespace running `console.log(1+1)` on every cell. Then the lab is
