@@ -60,7 +60,7 @@ export function createApp(config: Config, logger: Logger, options: { multiUser?:
   }, { multiUser: options.multiUser ?? false });
   // Egress only for users the operator allowed some destination (config egress); every decision audited.
   const egress = new Egress(config, logger, (e) => audit.write(e));
-  const skills = new SkillStore();
+  const skills = new SkillStore(undefined, join(config.dataDir, "starter-skills"));
   const files = new UserFiles(dirs, skills, {
     maxReadBytes: config.storage.maxReadBytes,
     maxWriteBytes: config.storage.maxWriteBytes,

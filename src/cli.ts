@@ -19,6 +19,9 @@ Usage:
                                        serve MCP over Streamable HTTP for many users (API keys / OAuth)
   codebox-mcp route [--host <addr>] [--port <n>]
                                        one address in front of many cells (cluster mode, docs/SCALING.md)
+  codebox-mcp cell status|rebalance --router <url>
+  codebox-mcp cell move <user> <cell> | drain <cell> | undrain <cell> --router <url>
+                                       operate the cells through a router (needs cluster.token)
   codebox-mcp run <file> [--lang ts|js|py] [--bun] [--timeout <ms>]
   codebox-mcp run -e <code> [--lang ts|js|py] [--bun] [--timeout <ms>]
                                        run once in a sandbox, print its output, exit with its exit code
@@ -54,6 +57,7 @@ const OPTIONS = {
   http: { type: "boolean" },
   host: { type: "string" },
   port: { type: "string" },
+  router: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "v" },
 } as const;
@@ -152,6 +156,29 @@ async function main(argv: string[]): Promise<number> {
       process.once("SIGTERM", stop);
       process.once("SIGINT", stop);
       return -1;
+    }
+    case "cell": {
+      const [sub, a, b] = rest;
+      const router = values.router ?? process.env.CODEBOX_ROUTER_URL;
+      if (!router) throw new UsageError("cell commands need --router <url> (or CODEBOX_ROUTER_URL): the router's address, e.g. http://10.0.0.5:8080");
+      if (!config.cluster.token) throw new UsageError("cell commands need the cluster token: set cluster.token (CODEBOX_CLUSTER_TOKEN)");
+      const paths: Record<string, [string, string, number]> = {
+        status: ["GET", "/admin/cells", 0],
+        rebalance: ["POST", "/admin/rebalance", 0],
+        move: ["POST", `/admin/move?${new URLSearchParams({ user: a ?? "", to: b ?? "" })}`, 2],
+        drain: ["POST", `/admin/drain?${new URLSearchParams({ cell: a ?? "" })}`, 1],
+        undrain: ["POST", `/admin/undrain?${new URLSearchParams({ cell: a ?? "" })}`, 1],
+      };
+      const spec = sub ? paths[sub] : undefined;
+      if (!spec || rest.length !== spec[2] + 1) throw new UsageError("cell takes: status | rebalance | move <user> <cell> | drain <cell> | undrain <cell>");
+      let res: Response;
+      try {
+        res = await fetch(new URL(spec[1], router), { method: spec[0], headers: { authorization: `Bearer ${config.cluster.token}` } });
+      } catch (err) {
+        throw new CodeboxError("CODEBOX_CELL_UNAVAILABLE", `cannot reach the router at ${router}: ${errorMessage(err)}`);
+      }
+      process.stdout.write(await res.text());
+      return res.ok ? 0 : 1;
     }
     case "run": {
       const file = rest[0];

@@ -26,7 +26,34 @@ export interface CellInfo {
   ready: boolean;
 }
 
-export type PlacementRecord = { state: "owned"; since: number } | { state: "moved"; to: string; since: number };
+/**
+ * A cell's record of a user: "owned" (served here), "moving" (owned, leaving: requests refused
+ * with CODEBOX_USER_MOVING until the move ends), "incoming" (arriving, not served yet), "moved"
+ * (a tombstone naming where they went).
+ */
+export type PlacementRecord =
+  | { state: "owned"; since: number }
+  | { state: "moving"; to: string; moveId: string; since: number }
+  | { state: "incoming"; from: string; moveId: string; since: number }
+  | { state: "moved"; to: string; since: number };
+
+/** What a move reports (POST /internal/move on the source cell). */
+export interface MoveReport {
+  user: string;
+  from: string;
+  to: string;
+  moveId: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+  /** SHA-256 of the tree's manifest, computed by the source and again by the target. */
+  digest: string;
+  /** Time the user's requests waited for runs in flight, and the copy. */
+  drainMs: number;
+  copyMs: number;
+  totalMs: number;
+}
 
 /** GET /internal/placement */
 export interface PlacementReport {
@@ -34,4 +61,49 @@ export interface PlacementReport {
   mode: CellMode;
   version: string;
   users: Record<string, PlacementRecord>;
+}
+
+export interface JsonRpcIds {
+  batch: boolean;
+  requests: Array<{ id: string | number; method: string }>;
+}
+
+/** The requests (messages with an id and a method) in a POST body; undefined when it is not JSON-RPC. */
+export function collectJsonRpc(body: Buffer): JsonRpcIds | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  return jsonRpcIds(parsed);
+}
+
+/** The same, of a body already parsed. */
+export function jsonRpcIds(parsed: unknown): JsonRpcIds {
+  const batch = Array.isArray(parsed);
+  const messages = batch ? (parsed as unknown[]) : [parsed];
+  const requests: JsonRpcIds["requests"] = [];
+  for (const m of messages) {
+    if (typeof m !== "object" || m === null) continue;
+    const { id, method } = m as { id?: unknown; method?: unknown };
+    if ((typeof id === "string" || typeof id === "number") && typeof method === "string") requests.push({ id, method });
+  }
+  return { batch, requests };
+}
+
+/**
+ * The answer to requests that cannot be served now (the user's cell is unavailable, or the user is
+ * being moved): a tool call gets a tool result with isError (hosts show it to the model, which can
+ * retry); anything else a JSON-RPC error carrying the code. Undefined when there is no request to
+ * answer (notifications only).
+ */
+export function unavailableBody(ids: JsonRpcIds, message: string, retryAfterMs: number, code: "CODEBOX_CELL_UNAVAILABLE" | "CODEBOX_USER_MOVING" = "CODEBOX_CELL_UNAVAILABLE"): unknown {
+  if (ids.requests.length === 0) return undefined;
+  const answers = ids.requests.map(({ id, method }) =>
+    method === "tools/call"
+      ? { jsonrpc: "2.0", id, result: { content: [{ type: "text", text: `${message} [${code}]` }], isError: true } }
+      : { jsonrpc: "2.0", id, error: { code: -32000, message: `${message} [${code}]`, data: { code, retryAfterMs } } },
+  );
+  return ids.batch ? answers : answers[0];
 }

@@ -71,8 +71,11 @@ export interface RunServiceDeps {
 
 /** Warm containers are per user, profile and runtime: mounts and image are fixed at creation. */
 export function poolKey(userId: string, profile: ProfileName, runtime: RuntimeName): string {
-  return `${userId}|${profile}|${runtime}`;
+  return `${userPoolPrefix(userId)}${profile}|${runtime}`;
 }
+
+/** What every pool key of a user starts with. */
+export const userPoolPrefix = (userId: string) => `${userId}|`;
 
 export function outcomeOf(r: Pick<SandboxOutcome, "timedOut" | "oomKilled" | "exitCode">): RunOutcome {
   return r.timedOut ? "timeout" : r.oomKilled ? "oom" : r.exitCode === 0 ? "ok" : "nonzero_exit";
@@ -119,6 +122,15 @@ export class RunService {
   private refill(userId: string, profile: ProfileName, runtime: RuntimeName): void {
     const { idleMs } = this.config.sandbox.pool;
     this.pool.refill(poolKey(userId, profile, runtime), () => this.prepareEntry(userId, profile, runtime, `warm-${randomUUID()}`, this.config.sandbox.profiles[profile].timeoutMs, idleMs));
+  }
+
+  /** Removes the user's warm containers and keeps none until `keepWarm` (a move takes their data away). */
+  dropWarm(userId: string): Promise<void> {
+    return this.pool.hold(userPoolPrefix(userId));
+  }
+
+  keepWarm(userId: string): void {
+    this.pool.release(userPoolPrefix(userId));
   }
 
   async close(): Promise<void> {

@@ -64,6 +64,8 @@ export class WarmPool {
   private readonly shrinkAfterMs: number;
   readonly gate: StartGate;
   private closed = false;
+  /** Key prefixes that get no warm containers (a user being moved away). */
+  private readonly held = new Set<string>();
 
   constructor(
     private readonly options: WarmPoolOptions,
@@ -128,7 +130,7 @@ export class WarmPool {
 
   /** Starts warm containers for `key` in the background until the pool holds its target for it. */
   refill(key: string, create: () => Promise<WarmEntry>): void {
-    if (!this.enabled || this.closed) return;
+    if (!this.enabled || this.closed || this.isHeld(key)) return;
     let have = (this.entries.get(key)?.length ?? 0) + [...this.starting].filter((s) => s.key === key && !s.claim).length;
     let all = this.total + this.starting.size;
     for (; have < this.target(key) && all < this.options.maxTotal; have++, all++) this.startOne(key, create);
@@ -143,7 +145,7 @@ export class WarmPool {
     const p: Promise<unknown> = ticket.promise
       .then(
         (entry) => {
-          if (this.closed) {
+          if (this.closed || this.isHeld(key)) {
             job.claim?.(undefined);
             return this.destroy(entry);
           }
@@ -197,6 +199,31 @@ export class WarmPool {
       else this.entries.delete(key);
       await Promise.all(drop.map((e) => this.destroy(e)));
     }
+  }
+
+  private isHeld(key: string): boolean {
+    for (const p of this.held) if (key.startsWith(p)) return true;
+    return false;
+  }
+
+  /**
+   * Removes the warm containers of every key starting with `prefix` (those still starting too)
+   * and pools none for them until `release(prefix)`: their mounts must go before a move.
+   */
+  async hold(prefix: string): Promise<void> {
+    this.held.add(prefix);
+    const drop: WarmEntry[] = [];
+    for (const [key, list] of [...this.entries]) {
+      if (!key.startsWith(prefix)) continue;
+      drop.push(...list);
+      this.entries.delete(key);
+    }
+    await Promise.all(drop.map((e) => this.destroy(e)));
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  release(prefix: string): void {
+    this.held.delete(prefix);
   }
 
   async close(): Promise<void> {

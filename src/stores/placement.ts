@@ -47,8 +47,11 @@ function isSafeSegment(name: string): boolean {
 function parseRecord(text: string): PlacementRecord | undefined {
   try {
     const r = JSON.parse(text) as PlacementRecord;
-    if (r.state === "owned" && typeof r.since === "number") return { state: "owned", since: r.since };
-    if (r.state === "moved" && typeof r.to === "string" && typeof r.since === "number") return { state: "moved", to: r.to, since: r.since };
+    if (typeof r.since !== "number") return undefined;
+    if (r.state === "owned") return { state: "owned", since: r.since };
+    if (r.state === "moved" && typeof r.to === "string") return { state: "moved", to: r.to, since: r.since };
+    if (r.state === "moving" && typeof r.to === "string" && typeof r.moveId === "string") return { state: "moving", to: r.to, moveId: r.moveId, since: r.since };
+    if (r.state === "incoming" && typeof r.from === "string" && typeof r.moveId === "string") return { state: "incoming", from: r.from, moveId: r.moveId, since: r.since };
   } catch {
     // fall through: an unreadable record is reported and treated as absent
   }
@@ -129,8 +132,50 @@ export class PlacementStore {
   async own(user: string): Promise<void> {
     const r = this.records.get(user);
     if (r?.state === "owned") return;
-    if (r?.state === "moved") throw new Error(`user ${user} moved to ${r.to}`);
+    if (r) throw new Error(`user ${user} is ${r.state === "moved" ? `moved to ${r.to}` : r.state} here`);
     await this.write(user, { state: "owned", since: Date.now() });
+  }
+
+  /** Source side: the user stops being served here until finishMove or abortMove. */
+  async beginMove(user: string, to: string, moveId: string): Promise<void> {
+    const r = this.records.get(user);
+    if (r?.state === "moving" && r.moveId === moveId) return;
+    if (r?.state !== "owned" && r?.state !== "moving") throw new Error(`user ${user} is not held by this cell (${r?.state ?? "unknown"})`);
+    await this.write(user, { state: "moving", to, moveId, since: Date.now() });
+  }
+
+  /** Source side: the move failed before the switch; the user is served here again. */
+  async abortMove(user: string): Promise<void> {
+    if (this.records.get(user)?.state === "moving") await this.write(user, { state: "owned", since: Date.now() });
+  }
+
+  /** Source side, the switch: a tombstone names where the user went. */
+  async finishMove(user: string, to: string): Promise<void> {
+    await this.write(user, { state: "moved", to, since: Date.now() });
+  }
+
+  /** Target side: the user's data is arriving; they are not served here yet. */
+  async beginIncoming(user: string, from: string, moveId: string): Promise<void> {
+    const r = this.records.get(user);
+    if (r?.state === "owned" || r?.state === "moving") throw new Error(`user ${user} is already held by this cell`);
+    await this.write(user, { state: "incoming", from, moveId, since: Date.now() });
+  }
+
+  /** Target side: verified; the user is served here. */
+  async commitIncoming(user: string, moveId: string): Promise<void> {
+    const r = this.records.get(user);
+    if (r?.state === "owned") return;
+    if (r?.state !== "incoming" || r.moveId !== moveId) throw new Error(`no incoming move ${moveId} for user ${user}`);
+    await this.write(user, { state: "owned", since: Date.now() });
+  }
+
+  /** Target side: the arrival failed; forget it (the caller removes the data). */
+  async dropIncoming(user: string, moveId: string): Promise<void> {
+    const r = this.records.get(user);
+    if (r?.state !== "incoming" || r.moveId !== moveId) return;
+    await fs.rm(join(this.dir, `${user}.json`), { force: true });
+    this.records.delete(user);
+    this.changes++;
   }
 
   async setMode(mode: CellMode): Promise<void> {
@@ -151,7 +196,7 @@ export class PlacementStore {
 
   ownedCount(): number {
     let n = 0;
-    for (const r of this.records.values()) if (r.state === "owned") n++;
+    for (const r of this.records.values()) if (r.state === "owned" || r.state === "moving") n++;
     return n;
   }
 }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { join } from "node:path";
 import { InputError, NotFoundError } from "../shared/errors.js";
@@ -73,7 +74,48 @@ export class SkillStore {
   constructor(
     /** The package's starter skills (read-only for everyone). */
     private readonly starterRoot = packagePath("skills"),
+    /**
+     * Where sandboxes mount the starter skills from: a copy under the data directory, because the
+     * engine resolves mount sources on its own host, where the data directory is (a server in a
+     * container has its package only inside it). Unset: mounted from the package itself.
+     */
+    private readonly mountRoot?: string,
   ) {}
+
+  private mountable: Promise<string> | undefined;
+
+  /** The copy of the starter skills the sandboxes mount: one per content, made once. */
+  private starterSource(): Promise<string> {
+    const mountRoot = this.mountRoot;
+    if (!mountRoot) return Promise.resolve(this.starterRoot);
+    this.mountable ??= (async () => {
+      const hash = createHash("sha256");
+      const files: string[] = [];
+      const walk = async (rel: string): Promise<void> => {
+        for (const e of await fs.readdir(join(this.starterRoot, rel), { withFileTypes: true })) {
+          const r = rel ? `${rel}/${e.name}` : e.name;
+          if (e.isDirectory()) await walk(r);
+          else if (e.isFile()) files.push(r);
+        }
+      };
+      await walk("");
+      for (const f of files.sort()) hash.update(f).update("\0").update(await fs.readFile(join(this.starterRoot, f))).update("\0");
+      const dest = join(mountRoot, hash.digest("hex").slice(0, 16));
+      if (await fs.stat(dest).then(() => true, () => false)) return dest;
+      await fs.mkdir(mountRoot, { recursive: true, mode: 0o755 });
+      const tmp = `${dest}.${process.pid}.tmp`;
+      await fs.rm(tmp, { recursive: true, force: true });
+      await fs.cp(this.starterRoot, tmp, { recursive: true });
+      await fs.rename(tmp, dest).catch(async (err: NodeJS.ErrnoException) => {
+        // Another server on the same data directory made it first.
+        await fs.rm(tmp, { recursive: true, force: true });
+        if (err.code !== "EEXIST" && err.code !== "ENOTEMPTY") throw err;
+      });
+      return dest;
+    })();
+    this.mountable.catch(() => (this.mountable = undefined));
+    return this.mountable;
+  }
 
   private starters: Promise<string[]> | undefined;
 
@@ -88,7 +130,10 @@ export class SkillStore {
 
   /** Host directories of the starter skills, to mount read-only at /skills/<name>. */
   async starterMounts(): Promise<Array<{ source: string; target: string; readOnly: boolean }>> {
-    return (await this.starterNames()).map((n) => ({ source: join(this.starterRoot, n), target: `/skills/${n}`, readOnly: true }));
+    const names = await this.starterNames();
+    if (names.length === 0) return [];
+    const root = await this.starterSource();
+    return names.map((n) => ({ source: join(root, n), target: `/skills/${n}`, readOnly: true }));
   }
 
   async list(skillsDir: string): Promise<SkillSummary[]> {

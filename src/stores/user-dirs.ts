@@ -1,6 +1,7 @@
 import { constants, promises as fs } from "node:fs";
 import { isAbsolute, join, relative, resolve, sep } from "node:path";
 import { UnsafePathError } from "../shared/errors.js";
+import { removeTree } from "./safe-tree.js";
 import type { UserVolumes } from "./volumes.js";
 
 // Host-side handling of a user's directories. Sandboxed code can write anything inside
@@ -96,6 +97,22 @@ export class UserDirectories {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Removes everything of a user on this host: their tree and, with kernel quotas, their volume
+   * (unmounted first). For a user who moved to another cell, after the switch.
+   */
+  async remove(userId: string): Promise<void> {
+    const dirs = this.pathsFor(userId);
+    const image = await this.volumes?.unmount(userId, dirs.root);
+    const users = join(this.dataDir, "users");
+    const present = await fs.lstat(dirs.root).then(
+      () => true,
+      () => false,
+    );
+    if (present && !(await removeTree(users, userId))) throw new Error(`could not remove ${dirs.root} completely`);
+    if (image) await fs.rm(image, { force: true });
   }
 
   /** Creates the user's directories if needed and returns their host paths. */

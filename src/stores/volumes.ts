@@ -143,6 +143,19 @@ export class UserVolumes {
     this.o.logger.warn(`moved existing files of ${userRoot} into its new quota volume; the originals are kept at ${aside}`);
   }
 
+  /** Kernel mode: unmounts the user's volume (if mounted) so its folder can go; returns the image's path. */
+  async unmount(userId: string, userRoot: string): Promise<string | undefined> {
+    if ((await this.resolve()) !== "kernel") return undefined;
+    if ((await mountPoints()).has(userRoot)) {
+      try {
+        await execFileP("umount", [userRoot]);
+      } catch (err) {
+        throw new CodeboxError("CODEBOX_SANDBOX_FAILED", `Could not unmount ${userRoot}: ${errorMessage(err)} (a container of this user may still be running)`, { cause: err });
+      }
+    }
+    return join(this.o.dataDir, "volumes", `${userId}.ext4`);
+  }
+
   /** Soft mode: refuses a run when the user is already over quota. */
   async check(dirs: string[]): Promise<void> {
     if ((await this.resolve()) !== "soft") return;

@@ -146,6 +146,14 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     if (!mayAdoptLegacy(l, otherIds)) return;
     if (await app.dirs.adoptLegacy(l.id, userId)) logger.info("moved an OAuth user's folder to its namespaced id", { from: l.id, to: userId });
   };
+  // A user moved to another cell leaves no session here.
+  cell?.onCloseSessions(async (user) => {
+    for (const [id, s] of [...sessions.entries()]) {
+      if (s.userId !== user) continue;
+      sessions.delete(id);
+      await s.transport.close().catch(() => {});
+    }
+  });
   const eventBudget = new EventBudget(h.eventBytesTotal);
   const auth = requireBearerAuth({
     verifier,
@@ -206,7 +214,7 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     });
   };
   const placed = cell ? cell.gate : (_req: Request, _res: Response, next: NextFunction) => next();
-  web.post("/mcp", auth, placed, body, guarded(handle));
+  web.post("/mcp", auth, body, placed, guarded(handle));
   web.get("/mcp", auth, placed, guarded(handle));
   web.delete("/mcp", auth, placed, guarded(handle));
   web.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {

@@ -25,9 +25,11 @@ const CELLS = [
   { id: "cell-a", address: "127.0.0.2" },
   { id: "cell-b", address: "127.0.0.3" },
 ];
+const CELL_C = { id: "cell-c", address: "127.0.0.4" };
+const ALL_CELLS = [...CELLS, CELL_C];
 const procs = new Map<string, ChildProcess>();
 let router: RouterHandle;
-let cellsDeclared = CELLS.map((c) => ({ ...c }));
+const cellsDeclared = CELLS.map((c) => ({ ...c }));
 const directory: CellDirectory = { name: "test", list: async () => cellsDeclared };
 
 function startCell(cell: { id: string; address: string }): Promise<void> {
@@ -75,7 +77,7 @@ async function appendAndRead(client: Client, user: string, n: number): Promise<C
   })) as CallToolResult;
 }
 
-const cellOf = (user: string) => CELLS.find((c) => existsSync(join(dir, c.id, "users", user)))?.id;
+const cellOf = (user: string) => ALL_CELLS.find((c) => existsSync(join(dir, c.id, "users", user)))?.id;
 
 beforeAll(async () => {
   await Promise.all(CELLS.map(startCell));
@@ -90,8 +92,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await router?.close();
-  for (const p of procs.values()) if (p.exitCode === null) p.kill("SIGTERM");
-  await Promise.all([...procs.values()].map((p) => (p.exitCode === null ? new Promise((r) => p.once("exit", r)) : undefined)));
+  for (const p of procs.values()) if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
+  await Promise.all([...procs.values()].map((p) => (p.exitCode === null && p.signalCode === null ? new Promise((r) => p.once("exit", r)) : undefined)));
   await waitForNoContainers(undefined, 20_000);
   removeDir(dir);
 }, 60_000);
@@ -196,4 +198,69 @@ describe("router in front of two cells", () => {
     expect(bad.headers.get("www-authenticate")).toContain("invalid_token");
     expect(readFileSync(join(dir, "cell-a", "cell.json"), "utf8")).toContain('"cell-a"');
   });
+
+  it("adding a third cell and rebalancing moves exactly the users whose home it now is, files intact, a run in flight finishes first; draining moves them all away", async () => {
+    const cli = (...args: string[]) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const p = spawn(process.execPath, [cliPath, "cell", ...args, "--router", router.url.replace("/mcp", "")], { env: serverProcessEnv({ CODEBOX_CLUSTER_TOKEN: TOKEN, CODEBOX_DATA_DIR: join(dir, "cli") }), stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        let err = "";
+        p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+        p.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+        p.once("exit", (code) => resolve({ code, out, err }));
+      });
+    const before = new Map(USERS.map((u) => [u.id, cellOf(u.id)!]));
+    const expected = USERS.filter((u) => home(u.id, ALL_CELLS.map((c) => c.id)) === CELL_C.id).map((u) => u.id);
+    expect(expected.length, "the fixed user ids must give cell-c at least one user").toBeGreaterThan(0);
+    await startCell(CELL_C);
+    cellsDeclared.push({ ...CELL_C });
+    await router.table.discover();
+    for (let i = 0; i < 50 && !(router.table.complete() && router.table.isUp(CELL_C.id)); i++) await new Promise((r) => setTimeout(r, 100));
+    // A run in flight for a user who is about to move: the move waits for it, nothing is lost.
+    const mover = USERS.find((u) => u.id === expected[0])!;
+    const moverClient = await connect(mover);
+    const inFlight = moverClient.callTool({ name: "execute_code", arguments: { language: "javascript", code: `import fs from "node:fs"; await new Promise(r => setTimeout(r, 3000)); fs.appendFileSync("/workspace/${mover.id}.log", "4\\n"); console.log("wrote")` } }) as Promise<CallToolResult>;
+    await new Promise((r) => setTimeout(r, 800));
+    const rebalanced = await cli("rebalance");
+    expect(rebalanced.code, rebalanced.out + rebalanced.err).toBe(0);
+    const { moves } = JSON.parse(rebalanced.out) as { moves: Array<{ user: string; to: string; ok: boolean; report: { digest: string; bytes: number; drainMs: number } }> };
+    expect(moves.map((m) => m.user).sort()).toEqual([...expected].sort());
+    for (const m of moves) {
+      expect(m.ok).toBe(true);
+      expect(m.to).toBe(CELL_C.id);
+      expect(m.report.digest).toMatch(/^[0-9a-f]{64}$/);
+    }
+    const finishedEarly = await Promise.race([inFlight.then((x) => JSON.stringify(x).slice(0, 400)), new Promise((r) => setTimeout(() => r("pending"), 10))]);
+    expect(moves.find((m) => m.user === mover.id)!.report.drainMs, `${JSON.stringify(moves)} ${finishedEarly}`).toBeGreaterThan(1_000);
+    const finished = await inFlight;
+    expect(out(finished).trim()).toBe("wrote");
+    // Everyone is where rendezvous hashing says; nobody else moved; every file is intact.
+    for (const u of USERS) {
+      expect(cellOf(u.id)).toBe(expected.includes(u.id) ? CELL_C.id : before.get(u.id));
+      const c = await connect(u);
+      const r = await appendAndRead(c, u.id, 5);
+      await c.close();
+      expect(out(r).split("\n")[0]).toBe(u.id === mover.id ? "1,2,3,4,5" : "1,2,3,5");
+    }
+    await moverClient.close().catch(() => {});
+    // The old copies are gone; the old cells keep tombstones pointing to cell-c.
+    for (const id of expected) {
+      const from = before.get(id)!;
+      expect(existsSync(join(dir, from, "users", id))).toBe(false);
+      expect(JSON.parse(readFileSync(join(dir, from, "placement", `${id}.json`), "utf8"))).toMatchObject({ state: "moved", to: CELL_C.id });
+    }
+    // Drain cell-c: all its users go to their home among the others.
+    const drained = await cli("drain", CELL_C.id);
+    expect(drained.code, drained.out + drained.err).toBe(0);
+    expect((JSON.parse(drained.out) as { left: string[] }).left).toEqual([]);
+    for (const u of USERS) expect(cellOf(u.id)).toBe(home(u.id, CELLS.map((c) => c.id)));
+    const status = JSON.parse((await cli("status")).out) as { cells: Array<{ id: string; users: number; mode: string }> };
+    expect(status.cells.find((c) => c.id === CELL_C.id)).toMatchObject({ users: 0, mode: "draining" });
+    for (const u of expected) {
+      const c = await connect(USERS.find((x) => x.id === u)!);
+      const r = await appendAndRead(c, u, 6);
+      await c.close();
+      expect(out(r).split("\n")[0]).toMatch(/^1,2,3,(4,)?5,6$/);
+    }
+  }, 180_000);
 });

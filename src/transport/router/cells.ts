@@ -168,7 +168,8 @@ export class CellTable {
     if (report.cell !== cell.id) throw new CellUnreachable(`the address reports the placement of cell "${report.cell}"`, true);
     const owned = new Set<string>();
     for (const [user, r] of Object.entries(report.users)) {
-      if (r.state === "owned") owned.add(user);
+      // A user leaving (moving) is still served by their source, which answers "moving" meanwhile.
+      if (r.state === "owned" || r.state === "moving") owned.add(user);
       else if (this.userCell.get(user) === cell.id) this.userCell.delete(user);
     }
     for (const user of cell.owned) if (!owned.has(user) && this.userCell.get(user) === cell.id) this.userCell.delete(user);
@@ -245,6 +246,50 @@ export class CellTable {
   created(user: string, cellId: string): void {
     this.userCell.set(user, cellId);
     this.cells.get(cellId)?.owned.add(user);
+  }
+
+  /** The cell holding a user, as last reported. */
+  cellOf(user: string): string | undefined {
+    return this.userCell.get(user);
+  }
+
+  usersOf(cellId: string): string[] {
+    return [...(this.cells.get(cellId)?.owned ?? [])].sort();
+  }
+
+  address(cellId: string): string | undefined {
+    return this.cells.get(cellId)?.address;
+  }
+
+  isUp(cellId: string): boolean {
+    return this.cells.get(cellId)?.up === true;
+  }
+
+  /** Every user the cells reported. */
+  users(): string[] {
+    return [...this.userCell.keys()].sort();
+  }
+
+  /** Where a user belongs by rendezvous hashing over the desired cells that take users. */
+  homeOf(user: string, except?: string): string | undefined {
+    return home(
+      user,
+      [...this.cells.values()].filter((c) => c.desired && c.mode !== "draining" && c.id !== except).map((c) => c.id),
+    );
+  }
+
+  /** Rereads every cell now (before an operation that needs a current view). */
+  async refresh(): Promise<void> {
+    await this.discover();
+    for (const c of this.cells.values()) c.version = c.version === undefined ? undefined : `${c.version}?`;
+    await this.probeAll();
+  }
+
+  /** A user moved (reported by the source after the switch). */
+  moved(user: string, from: string, to: string): void {
+    this.cells.get(from)?.owned.delete(user);
+    this.cells.get(to)?.owned.add(user);
+    this.userCell.set(user, to);
   }
 
   status(): Array<{ id: string; address: string | undefined; desired: boolean; up: boolean; mode: string | undefined; users: number }> {

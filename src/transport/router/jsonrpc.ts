@@ -1,44 +1,6 @@
-// Just enough JSON-RPC for the router to answer in the protocol when a cell cannot: the ids and
-// methods of the requests in a POST body, and which of them a cell's event stream has answered.
-
-export interface JsonRpcIds {
-  batch: boolean;
-  requests: Array<{ id: string | number; method: string }>;
-}
-
-/** The requests (messages with an id and a method) in a POST body; undefined when it is not JSON-RPC. */
-export function collectJsonRpc(body: Buffer): JsonRpcIds | undefined {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body.toString("utf8"));
-  } catch {
-    return undefined;
-  }
-  const batch = Array.isArray(parsed);
-  const messages = batch ? (parsed as unknown[]) : [parsed];
-  const requests: JsonRpcIds["requests"] = [];
-  for (const m of messages) {
-    if (typeof m !== "object" || m === null) continue;
-    const { id, method } = m as { id?: unknown; method?: unknown };
-    if ((typeof id === "string" || typeof id === "number") && typeof method === "string") requests.push({ id, method });
-  }
-  return { batch, requests };
-}
-
-/**
- * The answer to requests whose cell is unavailable: a tool call gets a tool result with isError
- * (hosts show it to the model, which can retry); anything else a JSON-RPC error carrying
- * CODEBOX_CELL_UNAVAILABLE. Undefined when there is no request to answer (notifications only).
- */
-export function unavailableBody(ids: JsonRpcIds, message: string, retryAfterMs: number): unknown {
-  if (ids.requests.length === 0) return undefined;
-  const answers = ids.requests.map(({ id, method }) =>
-    method === "tools/call"
-      ? { jsonrpc: "2.0", id, result: { content: [{ type: "text", text: `${message} [CODEBOX_CELL_UNAVAILABLE]` }], isError: true } }
-      : { jsonrpc: "2.0", id, error: { code: -32000, message: `${message} [CODEBOX_CELL_UNAVAILABLE]`, data: { code: "CODEBOX_CELL_UNAVAILABLE", retryAfterMs } } },
-  );
-  return ids.batch ? answers : answers[0];
-}
+// Which requests a cell's event stream has answered, so the router can answer the rest itself
+// when the stream breaks.
+import type { JsonRpcIds } from "../../protocol/cluster.js";
 
 /**
  * Follows a server-sent event stream as it passes and notes which requests got their response,
@@ -90,3 +52,5 @@ export class SseResponseTracker {
     return out.join("");
   }
 }
+
+export { collectJsonRpc, unavailableBody } from "../../protocol/cluster.js";

@@ -6,12 +6,13 @@ import { randomBytes } from "node:crypto";
 import { Agent, type ClientRequest, createServer, type IncomingHttpHeaders, type IncomingMessage, request, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Config } from "../../config/schema.js";
-import { CLUSTER_TOKEN_HEADER, MISDIRECTED, PLACEMENT_HEADER } from "../../protocol/cluster.js";
 import type { Logger } from "../../shared/logger.js";
 import { CodeboxTokenVerifier, hashKey, resolveApiKeys } from "../auth.js";
+import { handleAdmin } from "./admin.js";
 import { HttpCellClient, isDefiniteNetworkError } from "./cell-client.js";
 import { type CellDirectory, CellTable } from "./cells.js";
-import { collectJsonRpc, type JsonRpcIds, SseResponseTracker, unavailableBody } from "./jsonrpc.js";
+import { CLUSTER_TOKEN_HEADER, collectJsonRpc, type JsonRpcIds, MISDIRECTED, PLACEMENT_HEADER, unavailableBody } from "../../protocol/cluster.js";
+import { SseResponseTracker } from "./jsonrpc.js";
 import { SwarmDirectory } from "./swarm.js";
 
 
@@ -286,6 +287,12 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
       if (!operator(req)) return json(res, 401, { error: "a bearer credential is needed here (cluster.token or http.metricsToken)" });
       const cells = table.status();
       return json(res, table.complete() ? 200 : 503, { ready: table.complete(), cells });
+    }
+    if (path.startsWith("/admin/")) {
+      // Security: the operator's commands need the cluster token itself (not the metrics token).
+      const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? "");
+      if (!m || !hashKey(m[1]!).equals(operatorHashes[0]!)) return json(res, 401, { error: "admin commands need the cluster token (cluster.token)" });
+      return void handleAdmin({ table, token, internalPort: r.cellInternalPort, logger }, req, res, path).catch((err: unknown) => json(res, 500, { error: (err as Error).message }));
     }
     if (resourceMetadata && (path === metadataPath || path === `${metadataPath}${publicUrl.pathname}`)) return json(res, 200, resourceMetadata);
     if (path !== "/mcp") return json(res, 404, { error: `no ${path} here: MCP is at /mcp` });
