@@ -175,7 +175,8 @@ async function main(argv: string[]): Promise<number> {
       try {
         res = await fetch(new URL(spec[1], router), { method: spec[0], headers: { authorization: `Bearer ${config.cluster.token}` } });
       } catch (err) {
-        throw new CodeboxError("CODEBOX_CELL_UNAVAILABLE", `cannot reach the router at ${router}: ${errorMessage(err)}`);
+        const cause = (err as { cause?: unknown }).cause;
+        throw new CodeboxError("CODEBOX_CELL_UNAVAILABLE", `cannot reach the router at ${router}: ${errorMessage(err)}${cause ? ` (${errorMessage(cause)})` : ""}`);
       }
       process.stdout.write(await res.text());
       return res.ok ? 0 : 1;

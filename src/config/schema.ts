@@ -280,7 +280,7 @@ export const ConfigSchema = z
         /** The secret routers and cells share (at least 32 characters): routers present it to cells' internal port and with new users. */
         token: z.string().min(32, "the cluster token must be at least 32 characters").optional(),
         /** The cells' internal listener (placement, readiness, moves), on http.host. */
-        internalPort: z.number().int().min(0).max(65535).default(8081),
+        internalPort: z.number().int().min(0).max(65535).default(9081),
       })
       .strict()
       .prefault({}),
@@ -302,9 +302,9 @@ export const ConfigSchema = z
           })
           .strict()
           .prefault({}),
-        /** The cells' MCP port and internal port. */
-        cellPort: z.number().int().min(1).max(65535).default(8080),
-        cellInternalPort: z.number().int().min(1).max(65535).default(8081),
+        /** The cells' MCP port and internal port (not 8080: a router and a cell may share a node's network). */
+        cellPort: z.number().int().min(1).max(65535).default(9080),
+        cellInternalPort: z.number().int().min(1).max(65535).default(9081),
         /** How often the orchestrator is asked for the cells, and each cell probed. */
         discoveryIntervalMs: z.number().int().min(100).max(600_000).default(5_000),
         probeIntervalMs: z.number().int().min(100).max(60_000).default(1_000),

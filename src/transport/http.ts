@@ -236,7 +236,8 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
   idleTimer.unref();
 
   const listener: Server = await new Promise((resolve, reject) => {
-    const srv = web.listen(h.port, h.host, () => resolve(srv));
+    // Express 5 calls back with the listen error too (a port in use): fail with it, not later.
+    const srv = web.listen(h.port, h.host, (err?: Error) => (err ? reject(new Error(`cannot listen on ${h.host}:${h.port}: ${err.message}`)) : resolve(srv)));
     srv.once("error", reject);
   });
   const port = (listener.address() as AddressInfo).port;

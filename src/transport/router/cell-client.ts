@@ -7,7 +7,7 @@ export function isDefiniteNetworkError(err: unknown): boolean {
   let e: unknown = err;
   for (let i = 0; i < 4 && e; i++) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ECONNREFUSED" || code === "ECONNRESET" || code === "EHOSTUNREACH" || code === "ENETUNREACH" || code === "EPIPE") return true;
+    if (code === "ECONNREFUSED" || code === "ECONNRESET" || code === "EHOSTUNREACH" || code === "ENETUNREACH" || code === "EPIPE" || code === "UND_ERR_SOCKET") return true;
     e = (e as { cause?: unknown }).cause;
   }
   return false;

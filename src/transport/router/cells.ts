@@ -47,7 +47,8 @@ interface CellState {
   version: string | undefined;
   owned: Set<string>;
   lastSeen: number;
-  probing: boolean;
+  /** The probe in progress, if any (callers that need a fresh view wait for it). */
+  probing: Promise<void> | undefined;
 }
 
 export type Location =
@@ -106,7 +107,7 @@ export class CellTable {
       seen.add(d.id);
       let c = this.cells.get(d.id);
       if (!c) {
-        c = { id: d.id, address: d.address, desired: true, up: false, failures: 0, mode: undefined, version: undefined, owned: new Set(), lastSeen: 0, probing: false };
+        c = { id: d.id, address: d.address, desired: true, up: false, failures: 0, mode: undefined, version: undefined, owned: new Set(), lastSeen: 0, probing: undefined };
         this.cells.set(d.id, c);
         this.o.logger.info("router: a cell appeared", { cell: d.id, address: d.address });
         if (this.discovered) void this.probe(c);
@@ -115,6 +116,10 @@ export class CellTable {
           this.o.logger.info("router: a cell moved to a new address", { cell: d.id, from: c.address, to: d.address });
           c.address = d.address;
           void this.probe(c);
+        } else if (!d.address && c.address) {
+          // Its task or pod is gone: nothing listens there any more.
+          c.address = undefined;
+          this.failed(c, "its task or pod is gone", true, true);
         }
         c.desired = true;
       }
@@ -134,20 +139,25 @@ export class CellTable {
     await Promise.all([...this.cells.values()].map((c) => this.probe(c)));
   }
 
-  /** Probes one cell now (also called when a forward to it failed). */
-  async probe(c: CellState | string): Promise<void> {
+  /** Probes one cell now (also called when a forward to it failed); joins a probe in progress. */
+  probe(c: CellState | string): Promise<void> {
     const cell = typeof c === "string" ? this.cells.get(c) : c;
-    if (!cell || cell.probing) return;
-    if (!cell.address) return this.failed(cell, "no running task or pod", true);
-    cell.probing = true;
+    if (!cell) return Promise.resolve();
+    cell.probing ??= this.probeOnce(cell).finally(() => (cell.probing = undefined));
+    return cell.probing;
+  }
+
+  private async probeOnce(cell: CellState): Promise<void> {
+    if (!cell.address) return this.failed(cell, "no running task or pod", true, true);
     const address = cell.address;
     try {
       const info = await this.o.client.info(address, AbortSignal.timeout(this.o.probeTimeoutMs));
       if (info.id !== cell.id) {
         // Security: an address that answers as another cell is never trusted with this cell's users.
-        return this.failed(cell, `the address answers as cell "${info.id}"`, true);
+        return this.failed(cell, `the address answers as cell "${info.id}"`, true, true);
       }
-      if (!info.ready) return this.failed(cell, "not ready", true);
+      // Not ready (shutting down, engine gone): no new requests, but what runs there may finish.
+      if (!info.ready) return this.failed(cell, "not ready", true, false);
       cell.mode = info.mode;
       if (info.version !== cell.version) await this.readPlacement(cell, address);
       cell.failures = 0;
@@ -157,9 +167,7 @@ export class CellTable {
         this.o.logger.info("router: cell up", { cell: cell.id, address, users: cell.owned.size, mode: cell.mode });
       }
     } catch (err) {
-      this.failed(cell, (err as Error).message, err instanceof CellUnreachable && err.definite);
-    } finally {
-      cell.probing = false;
+      this.failed(cell, (err as Error).message, err instanceof CellUnreachable && err.definite, true);
     }
   }
 
@@ -170,7 +178,12 @@ export class CellTable {
     for (const [user, r] of Object.entries(report.users)) {
       // A user leaving (moving) is still served by their source, which answers "moving" meanwhile.
       if (r.state === "owned" || r.state === "moving") owned.add(user);
-      else if (this.userCell.get(user) === cell.id) this.userCell.delete(user);
+      else if (r.state === "moved") {
+        // A tombstone points to where the user went: until that cell reports them, they are
+        // "there" (unavailable if it is down), never new.
+        const cur = this.userCell.get(user);
+        if (!cur || cur === cell.id) this.userCell.set(user, r.to);
+      } else if (this.userCell.get(user) === cell.id) this.userCell.delete(user);
     }
     for (const user of cell.owned) if (!owned.has(user) && this.userCell.get(user) === cell.id) this.userCell.delete(user);
     for (const user of owned) {
@@ -187,12 +200,16 @@ export class CellTable {
     if (!cell.desired && owned.size === 0) this.cells.delete(cell.id);
   }
 
-  private failed(cell: CellState, why: string, definite: boolean): void {
+  /**
+   * A failed probe or forward. `abort`: the cell is unreachable, so what is forwarded there is
+   * ended at once; otherwise (it answered "not ready") it only gets no new requests.
+   */
+  private failed(cell: CellState, why: string, definite: boolean, abort: boolean): void {
     cell.failures++;
     if (cell.up && (definite || cell.failures >= this.o.probeFailures)) {
       cell.up = false;
       this.o.logger.warn("router: cell down", { cell: cell.id, address: cell.address, why });
-      for (const fn of this.downListeners) fn(cell.id);
+      if (abort) for (const fn of this.downListeners) fn(cell.id);
     }
   }
 
@@ -200,7 +217,7 @@ export class CellTable {
   reportFailure(cellId: string, why: string, definite: boolean): void {
     const cell = this.cells.get(cellId);
     if (!cell) return;
-    if (definite) this.failed(cell, why, true);
+    if (definite) this.failed(cell, why, true, true);
     else void this.probe(cell);
   }
 
@@ -281,6 +298,8 @@ export class CellTable {
   /** Rereads every cell now (before an operation that needs a current view). */
   async refresh(): Promise<void> {
     await this.discover();
+    // A probe already running may have started before the change that matters: wait, then probe anew.
+    await Promise.all([...this.cells.values()].map((c) => c.probing));
     for (const c of this.cells.values()) c.version = c.version === undefined ? undefined : `${c.version}?`;
     await this.probeAll();
   }
