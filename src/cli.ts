@@ -95,7 +95,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const [command = "serve", ...rest] = positionals;
-  const interactive = command !== "serve";
+  // Services (serve, route) log JSON lines; the one-shot commands log for a person.
+  const interactive = command !== "serve" && command !== "route";
   // An editor waits for `initialize` before anything else: answer it before the rest loads.
   const front = command === "serve" && !values.http ? new StdioFront() : undefined;
   const routing = command === "route";

@@ -308,7 +308,10 @@ export const ConfigSchema = z
         /** How often the orchestrator is asked for the cells, and each cell probed. */
         discoveryIntervalMs: z.number().int().min(100).max(600_000).default(5_000),
         probeIntervalMs: z.number().int().min(100).max(60_000).default(1_000),
+        /** A cell that takes no connection in this time fails a probe (liveness). */
         probeTimeoutMs: z.number().int().min(50).max(60_000).default(500),
+        /** Its readiness answer may take this long (a loaded cell is slow, not gone). */
+        readyTimeoutMs: z.number().int().min(100).max(120_000).default(5_000),
         /** Consecutive failed probes after which a cell is down (a refused connection counts at once). */
         probeFailures: z.number().int().min(1).max(100).default(2),
         connectTimeoutMs: z.number().int().min(50).max(60_000).default(1_000),

@@ -241,6 +241,8 @@ export async function serveHttp(app: App): Promise<HttpServerHandle> {
     srv.once("error", reject);
   });
   const port = (listener.address() as AddressInfo).port;
+  // Routers keep connections to cells open and drop them after 30 s idle: the cell outlasts that.
+  if (cell) listener.keepAliveTimeout = 65_000;
   const internalPort = cell ? await cell.listenInternal(h.host, config.cluster.internalPort) : undefined;
   const url = `http://${bindName}:${port}/mcp`;
   logger.info("codebox-mcp serving MCP over Streamable HTTP", { url, users: keys.length, oauth: !!config.auth.oauth });

@@ -1,4 +1,5 @@
 // The router's calls to a cell's internal listener (transport/cell.ts), with the cluster token.
+import { connect } from "node:net";
 import type { CellInfo, PlacementReport as CellReport } from "../../protocol/cluster.js";
 import { type CellClient, CellUnreachable } from "./cells.js";
 
@@ -34,6 +35,28 @@ export class HttpCellClient implements CellClient {
     } catch {
       throw new CellUnreachable(`${path} answered something that is not JSON`, true);
     }
+  }
+
+  reachable(address: string, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: address, port: this.internalPort });
+      const fail = (err: Error) => {
+        socket.destroy();
+        reject(new CellUnreachable(`connect: ${err.message}`, isDefiniteNetworkError(err)));
+      };
+      const onAbort = () => fail(new Error(`no connection within the probe timeout`));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      socket.once("connect", () => {
+        signal.removeEventListener("abort", onAbort);
+        socket.destroy();
+        resolve();
+      });
+      socket.once("error", (err) => {
+        signal.removeEventListener("abort", onAbort);
+        fail(err);
+      });
+    });
   }
 
   info(address: string, signal: AbortSignal): Promise<CellInfo> {

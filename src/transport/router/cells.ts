@@ -22,6 +22,11 @@ export interface CellDirectory {
 
 /** How the table talks to cells (HTTP in production; in memory in unit tests). */
 export interface CellClient {
+  /**
+   * Liveness: whether a connection to the cell can be made at all. The kernel answers that even
+   * when the cell's process is busy, so a slow cell is never taken for a lost one.
+   */
+  reachable?(address: string, signal: AbortSignal): Promise<void>;
   info(address: string, signal: AbortSignal): Promise<CellInfo>;
   placement(address: string, signal: AbortSignal): Promise<CellReport>;
 }
@@ -42,6 +47,8 @@ interface CellState {
   desired: boolean;
   up: boolean;
   failures: number;
+  /** Readiness answers (GET /internal/cell) that did not come in time, in a row. */
+  slow: number;
   mode: "active" | "draining" | undefined;
   /** The version of the last placement report read (undefined: none yet). */
   version: string | undefined;
@@ -61,6 +68,8 @@ export interface CellTableOptions {
   logger: Logger;
   probeIntervalMs: number;
   probeTimeoutMs: number;
+  /** How long the readiness answer may take when liveness is checked by connecting (default 5 s). */
+  readyTimeoutMs?: number;
   probeFailures: number;
   discoveryIntervalMs: number;
 }
@@ -107,13 +116,13 @@ export class CellTable {
       seen.add(d.id);
       let c = this.cells.get(d.id);
       if (!c) {
-        c = { id: d.id, address: d.address, desired: true, up: false, failures: 0, mode: undefined, version: undefined, owned: new Set(), lastSeen: 0, probing: undefined };
+        c = { id: d.id, address: d.address, desired: true, up: false, failures: 0, slow: 0, mode: undefined, version: undefined, owned: new Set(), lastSeen: 0, probing: undefined };
         this.cells.set(d.id, c);
         this.o.logger.info("router: a cell appeared", { cell: d.id, address: d.address });
         if (this.discovered) void this.probe(c);
       } else {
         if (d.address && d.address !== c.address) {
-          this.o.logger.info("router: a cell moved to a new address", { cell: d.id, from: c.address, to: d.address });
+          this.o.logger.info(c.address ? "router: a cell moved to a new address" : "router: a cell has an address", { cell: d.id, from: c.address, to: d.address });
           c.address = d.address;
           void this.probe(c);
         } else if (!d.address && c.address) {
@@ -150,8 +159,15 @@ export class CellTable {
   private async probeOnce(cell: CellState): Promise<void> {
     if (!cell.address) return this.failed(cell, "no running task or pod", true, true);
     const address = cell.address;
+    if (this.o.client.reachable) {
+      try {
+        await this.o.client.reachable(address, AbortSignal.timeout(this.o.probeTimeoutMs));
+      } catch (err) {
+        return this.failed(cell, (err as Error).message, err instanceof CellUnreachable && err.definite, true);
+      }
+    }
     try {
-      const info = await this.o.client.info(address, AbortSignal.timeout(this.o.probeTimeoutMs));
+      const info = await this.o.client.info(address, AbortSignal.timeout(this.o.client.reachable ? (this.o.readyTimeoutMs ?? 5_000) : this.o.probeTimeoutMs));
       if (info.id !== cell.id) {
         // Security: an address that answers as another cell is never trusted with this cell's users.
         return this.failed(cell, `the address answers as cell "${info.id}"`, true, true);
@@ -161,13 +177,22 @@ export class CellTable {
       cell.mode = info.mode;
       if (info.version !== cell.version) await this.readPlacement(cell, address);
       cell.failures = 0;
+      cell.slow = 0;
       cell.lastSeen = Date.now();
       if (!cell.up) {
         cell.up = true;
         this.o.logger.info("router: cell up", { cell: cell.id, address, users: cell.owned.size, mode: cell.mode });
       }
     } catch (err) {
-      this.failed(cell, (err as Error).message, err instanceof CellUnreachable && err.definite, true);
+      const definite = err instanceof CellUnreachable && err.definite;
+      if (this.o.client.reachable && !definite && !cell.up) return this.failed(cell, (err as Error).message, false, false);
+      if (this.o.client.reachable && !definite) {
+        // Reachable but slow to answer (a loaded cell): it keeps its requests; only a cell that
+        // stays unresponsive this long gets no new ones.
+        if (++cell.slow >= this.o.probeFailures * 3) this.failed(cell, `no readiness answer in ${(this.o.readyTimeoutMs ?? 5_000)} ms, ${cell.slow} times in a row`, true, false);
+        return;
+      }
+      this.failed(cell, (err as Error).message, definite, true);
     }
   }
 

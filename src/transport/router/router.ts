@@ -63,10 +63,13 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
     logger,
     probeIntervalMs: r.probeIntervalMs,
     probeTimeoutMs: r.probeTimeoutMs,
+    readyTimeoutMs: r.readyTimeoutMs,
     probeFailures: r.probeFailures,
     discoveryIntervalMs: r.discoveryIntervalMs,
   });
-  const agent = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY });
+  // Idle connections are dropped well before a cell would close them (cells keep them 65 s), so a
+  // request rarely meets a connection closing under it; when it does, it is sent again (below).
+  const agent = new Agent({ keepAlive: true, maxSockets: Number.POSITIVE_INFINITY, timeout: 30_000 });
   const bindName = r.host.includes(":") ? `[${r.host}]` : r.host;
   const wildcard = r.host === "0.0.0.0" || r.host === "::";
   const allowedHosts = [...new Set(["localhost", "127.0.0.1", "[::1]", ...(wildcard ? [] : [bindName]), ...h.allowedHosts])];
@@ -81,7 +84,7 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
   /** What is being forwarded to each cell, so it can be ended when the cell goes down. */
   const inFlight = new Map<string, Set<ClientRequest>>();
   table.onDown((cell) => {
-    for (const req of inFlight.get(cell) ?? []) req.destroy(Object.assign(new Error(`cell ${cell} went down`), { code: "ECONNRESET" }));
+    for (const req of inFlight.get(cell) ?? []) req.destroy(Object.assign(new Error(`cell ${cell} went down`), { code: "ECONNRESET", cellDown: true }));
   });
   const perUser = new Map<string, number>();
   let connections = 0;
@@ -117,7 +120,7 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
     });
 
   /** One attempt at forwarding; resolves to a 421's body when the cell says the user is not there. */
-  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer | undefined, ids: JsonRpcIds | undefined, user: string, cell: string, address: string, create: boolean): Promise<{ misdirected?: { movedTo?: string } }> =>
+  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer | undefined, ids: JsonRpcIds | undefined, user: string, cell: string, address: string, create: boolean): Promise<{ misdirected?: { movedTo?: string }; resend?: boolean }> =>
     new Promise((resolve) => {
       const headers: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (v !== undefined && !DROP_REQUEST.has(k)) headers[k] = v;
@@ -138,7 +141,7 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
         else s.once("connect", () => (connected = true));
       });
       let finished = false;
-      const done = (v: { misdirected?: { movedTo?: string } } = {}) => {
+      const done = (v: { misdirected?: { movedTo?: string }; resend?: boolean } = {}) => {
         if (finished) return;
         finished = true;
         clearTimeout(connectTimer);
@@ -153,7 +156,12 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
       up.on("error", (err) => {
         // Once the response has begun, its "close" handler below finishes the exchange.
         if (res.headersSent) return;
-        table.reportFailure(cell, err.message, isDefiniteNetworkError(err) || !connected);
+        const code = (err as NodeJS.ErrnoException).code;
+        // A kept-alive connection the cell closed as the request went out: nothing reached the
+        // cell, so the request goes again on a new connection (Node's documented pattern).
+        if (up.reusedSocket && !(err as { cellDown?: boolean }).cellDown && (code === "ECONNRESET" || code === "EPIPE")) return done({ resend: true });
+        // Only "nobody listens" is proof the cell is gone; anything else asks the probe to decide.
+        table.reportFailure(cell, err.message, code === "ECONNREFUSED" || (err as { cellDown?: boolean }).cellDown === true);
         logger.info("router: forward failed", { cell, user, err: err.message });
         unavailable(res, ids, `cell ${cell}: ${connected ? "the connection broke" : "no connection"}`);
         done();
@@ -241,9 +249,10 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
     perUser.set(user, open + 1);
     try {
       let loc = table.locate(user);
-      for (let attempt = 0; attempt < 2; attempt++) {
+      for (let attempt = 0; attempt < 3; attempt++) {
         if (loc.kind === "unavailable") return unavailable(res, ids, loc.reason);
         const out = await forward(req, res, body, ids, user, loc.cell, loc.address, loc.create);
+        if (out.resend) continue;
         if (!out.misdirected) return;
         table.misdirected(user, loc.cell, out.misdirected.movedTo);
         logger.info("router: a cell did not hold the user", { user, cell: loc.cell, movedTo: out.misdirected.movedTo });
