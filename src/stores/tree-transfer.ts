@@ -4,19 +4,23 @@
 // a link is created as a link and never followed, no name leaves the root), and verified against
 // the manifest before anyone may use it. The manifest's own SHA-256 names the tree: equal digests
 // before and after mean equal trees.
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { constants, promises as fs } from "node:fs";
+import { closeSync, constants, createReadStream, fchmodSync, fchownSync, fstatSync, futimesSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, readSync, type Stats, symlinkSync, writeSync } from "node:fs";
 import { Readable as NodeReadable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { promisify } from "node:util";
 import { extract, pack } from "tar-stream";
 import { UnsafePathError } from "../shared/errors.js";
 import { O_DIR, relativeSegments, viaFd } from "./fd-paths.js";
-import { openDirBeneath } from "./safe-fs.js";
 
+const execFileP = promisify(execFile);
 const MANIFEST = "manifest.json";
 const TREE = "t/";
 /** Deepest nesting packed; deeper entries are left out and counted. */
 const MAX_DEPTH = 256;
+/** Files up to this size are read whole. */
+const SMALL_FILE = 256 * 1024;
 
 export interface ManifestEntry {
   path: string;
@@ -67,46 +71,77 @@ function summarize(entries: ManifestEntry[], skipped: number): TreeSummary {
  */
 export function packTree(root: string): { stream: NodeReadable; done: Promise<TreeSummary> } {
   const p = pack();
+  p.on("error", () => {});
   const entries: ManifestEntry[] = [];
   let skipped = 0;
   const add = (header: Parameters<typeof p.entry>[0], body?: Buffer | string) =>
     new Promise<void>((resolve, reject) => {
       p.entry(header, body ?? "", (err) => (err ? reject(err) : resolve()));
     });
-  const walk = async (dir: fs.FileHandle, rel: string, depth: number): Promise<void> => {
-    const names = (await fs.readdir(`/proc/self/fd/${dir.fd}`)).sort();
+  // The data is tar-buffered only this far ahead of the network.
+  const backlog = () => (p as unknown as { _readableState?: { buffered?: number } })._readableState?.buffered ?? 0;
+  let steps = 0;
+  /** Synchronous file calls (dozens of times cheaper than the thread pool's here), with a pause every few dozen so the cell keeps serving. */
+  const pace = async () => {
+    if (++steps % 32 === 0) await new Promise((r) => setImmediate(r));
+    while (backlog() > 8 * 1024 * 1024) await new Promise((r) => setTimeout(r, 2));
+  };
+  const walk = async (dirFd: number, rel: string, depth: number): Promise<void> => {
+    const names = readdirSync(`/proc/self/fd/${dirFd}`).sort();
     for (const name of names) {
+      await pace();
       const path = rel ? `${rel}/${name}` : name;
-      const at = viaFd(dir.fd, name);
-      const st = await fs.lstat(at).catch(() => undefined);
-      if (!st) continue;
+      const at = viaFd(dirFd, name);
+      let st: Stats;
+      try {
+        st = lstatSync(at);
+      } catch {
+        continue;
+      }
       const base = { path, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtimeMs: Math.floor(st.mtimeMs) };
       if (st.isSymbolicLink()) {
-        const link = await fs.readlink(at);
+        const link = readlinkSync(at);
         entries.push({ ...base, type: "symlink", link });
         await add({ name: TREE + path, type: "symlink", linkname: link, mode: base.mode, uid: st.uid, gid: st.gid, mtime: st.mtime });
       } else if (st.isDirectory() && depth < MAX_DEPTH) {
         entries.push({ ...base, type: "dir" });
         await add({ name: `${TREE}${path}/`, type: "directory", mode: base.mode, uid: st.uid, gid: st.gid, mtime: st.mtime });
         // Security: opened with O_NOFOLLOW relative to its parent's handle: a swapped-in link fails here.
-        const child = await fs.open(at, O_DIR);
+        const child = openSync(at, O_DIR);
         try {
           await walk(child, path, depth + 1);
         } finally {
-          await child.close();
+          closeSync(child);
         }
       } else if (st.isFile()) {
-        const h = await fs.open(at, constants.O_RDONLY | constants.O_NOFOLLOW);
+        const fd = openSync(at, constants.O_RDONLY | constants.O_NOFOLLOW);
         try {
-          const size = (await h.stat()).size;
+          const size = fstatSync(fd).size;
+          const header = { name: TREE + path, type: "file" as const, size, mode: base.mode, uid: st.uid, gid: st.gid, mtime: st.mtime };
+          if (size <= SMALL_FILE) {
+            // Small files in one read (most of a tree).
+            const buf = Buffer.alloc(size);
+            let got = 0;
+            while (got < size) {
+              const n = readSync(fd, buf, got, size - got, got);
+              if (n === 0) break;
+              got += n;
+            }
+            if (got < size) throw new Error(`${path} shrank while it was being copied`);
+            await add(header, buf);
+            entries.push({ ...base, type: "file", size, sha256: createHash("sha256").update(buf).digest("hex") });
+            continue;
+          }
           const hash = createHash("sha256");
           let sink!: ReturnType<typeof p.entry>;
           const finished = new Promise<void>((resolve, reject) => {
-            sink = p.entry({ name: TREE + path, type: "file", size, mode: base.mode, uid: st.uid, gid: st.gid, mtime: st.mtime }, (err) => (err ? reject(err) : resolve()));
+            sink = p.entry(header, (err) => (err ? reject(err) : resolve()));
           });
+          // A receiver that fails destroys the pack; that surfaces through `finished`, not as an uncaught error.
+          sink.on("error", () => {});
           // Exactly `size` bytes: a file that grew meanwhile is cut, one that shrank fails the entry.
           let left = size;
-          for await (const c of h.createReadStream({ autoClose: false, start: 0, highWaterMark: 1024 * 1024 })) {
+          for await (const c of createReadStream("", { fd, autoClose: false, start: 0, highWaterMark: 1024 * 1024 })) {
             if (left <= 0) break;
             const chunk = (c as Buffer).subarray(0, left);
             left -= chunk.length;
@@ -117,18 +152,18 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
           await finished;
           entries.push({ ...base, type: "file", size, sha256: hash.digest("hex") });
         } finally {
-          await h.close();
+          closeSync(fd);
         }
       } else skipped++;
     }
   };
   const done = (async () => {
     try {
-      const top = await fs.open(root, O_DIR);
+      const top = openSync(root, O_DIR);
       try {
         await walk(top, "", 0);
       } finally {
-        await top.close();
+        closeSync(top);
       }
       await add({ name: MANIFEST, type: "file" }, JSON.stringify({ entries, skipped }));
       p.finalize();
@@ -151,10 +186,24 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
 export async function unpackTree(source: NodeReadable, root: string, options: { maxBytes: number }): Promise<TreeSummary> {
   const ex = extract();
   const written = new Map<string, ManifestEntry>();
+  // Directory descriptors by path, opened once (each through the one above it, never following a
+  // link). Synchronous calls, as in packTree, with a pause every few dozen entries.
+  const dirs = new Map<string, number>();
+  const dirOf = async (segments: string[]): Promise<number> => {
+    const key = segments.join("/");
+    const open = dirs.get(key);
+    if (open !== undefined) return open;
+    // The root itself must be a real directory (O_NOFOLLOW); below it, each step through its parent.
+    const fd = segments.length === 0 ? openSync(root, O_DIR) : openSync(viaFd(await dirOf(segments.slice(0, -1)), segments[segments.length - 1]!), O_DIR);
+    dirs.set(key, fd);
+    return fd;
+  };
   let manifest: { entries: ManifestEntry[]; skipped: number } | undefined;
   let total = 0;
+  let steps = 0;
   const work = (async () => {
     for await (const entry of ex) {
+      if (++steps % 32 === 0) await new Promise((r) => setImmediate(r));
       const h = entry.header;
       if (h.name === MANIFEST) {
         const chunks: Buffer[] = [];
@@ -168,59 +217,75 @@ export async function unpackTree(source: NodeReadable, root: string, options: { 
       if (written.has(path)) throw new UnsafePathError(`entry "${path}" appears twice`);
       // Security: permissions only, never setuid/setgid/sticky bits.
       const mode = (h.mode ?? 0o600) & 0o777;
-      const dir = await openDirBeneath(root, segments.slice(0, -1));
-      const name = segments[segments.length - 1]!;
-      const at = viaFd(dir.fd, name);
-      try {
-        const meta = { path, mode, uid: h.uid ?? 0, gid: h.gid ?? 0, mtimeMs: h.mtime ? h.mtime.getTime() : 0 };
-        if (h.type === "directory") {
-          await fs.mkdir(at, { mode }).catch((err: NodeJS.ErrnoException) => {
-            if (err.code !== "EEXIST") throw err;
-          });
-          // An existing name must be a real directory (opening it refuses links).
-          const d = await fs.open(at, O_DIR);
-          await d.chmod(mode);
-          await d.chown(meta.uid, meta.gid);
-          await d.close();
-          written.set(path, { ...meta, type: "dir" });
-          entry.resume();
-        } else if (h.type === "symlink") {
-          await fs.symlink(h.linkname ?? "", at);
-          await fs.lchown(at, meta.uid, meta.gid);
-          written.set(path, { ...meta, type: "symlink", link: h.linkname ?? "" });
-          entry.resume();
-        } else if (h.type === "file") {
-          total += h.size ?? 0;
-          if (total > options.maxBytes) throw new Error(`the moved tree is larger than ${options.maxBytes} bytes`);
-          const out = await fs.open(at, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
-          const hash = createHash("sha256");
-          let size = 0;
-          try {
-            for await (const c of entry) {
-              hash.update(c as Buffer);
-              size += (c as Buffer).length;
-              await out.write(c as Buffer);
-            }
-            await out.chown(meta.uid, meta.gid);
-            await out.chmod(mode);
-            await out.sync();
-          } finally {
-            await out.close();
-          }
-          written.set(path, { ...meta, type: "file", size, sha256: hash.digest("hex") });
-        } else {
-          entry.resume();
+      const dirFd = await dirOf(segments.slice(0, -1));
+      const at = viaFd(dirFd, segments[segments.length - 1]!);
+      const meta = { path, mode, uid: h.uid ?? 0, gid: h.gid ?? 0, mtimeMs: h.mtime ? h.mtime.getTime() : 0 };
+      const mtime = new Date(meta.mtimeMs);
+      if (h.type === "directory") {
+        try {
+          mkdirSync(at, { mode });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
         }
-        if (h.type === "file" || h.type === "directory") await fs.utimes(at, new Date(meta.mtimeMs), new Date(meta.mtimeMs)).catch(() => {});
-      } finally {
-        await dir.close();
+        // An existing name must be a real directory (opening it refuses links).
+        const d = openSync(at, O_DIR);
+        try {
+          fchmodSync(d, mode);
+          fchownSync(d, meta.uid, meta.gid);
+        } finally {
+          closeSync(d);
+        }
+        written.set(path, { ...meta, type: "dir" });
+        entry.resume();
+      } else if (h.type === "symlink") {
+        symlinkSync(h.linkname ?? "", at);
+        lchownSync(at, meta.uid, meta.gid);
+        written.set(path, { ...meta, type: "symlink", link: h.linkname ?? "" });
+        entry.resume();
+      } else if (h.type === "file") {
+        total += h.size ?? 0;
+        if (total > options.maxBytes) throw new Error(`the moved tree is larger than ${options.maxBytes} bytes`);
+        const out = openSync(at, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+        const hash = createHash("sha256");
+        let size = 0;
+        try {
+          for await (const c of entry) {
+            const b = c as Buffer;
+            hash.update(b);
+            size += b.length;
+            for (let off = 0; off < b.length; ) off += writeSync(out, b, off, b.length - off);
+          }
+          fchownSync(out, meta.uid, meta.gid);
+          fchmodSync(out, mode);
+          futimesSync(out, mtime, mtime);
+        } finally {
+          closeSync(out);
+        }
+        written.set(path, { ...meta, type: "file", size, sha256: hash.digest("hex") });
+      } else {
+        entry.resume();
       }
     }
   })();
-  await Promise.all([pipeline(source, ex).catch((err: unknown) => {
-    ex.destroy(err as Error);
-    throw err;
-  }), work]);
+  try {
+    await Promise.all([
+      pipeline(source, ex).catch((err: unknown) => {
+        ex.destroy(err as Error);
+        throw err;
+      }),
+      work.catch((err: unknown) => {
+        // The unpacking's own error is the one worth reporting (the stream then only says "closed").
+        source.destroy();
+        throw err;
+      }),
+    ]).catch(async (err: unknown) => {
+      throw (await work.then(() => undefined, (e: unknown) => e)) ?? err;
+    });
+    // Durable before it counts: one filesystem sync rather than one per file.
+    await execFileP("sync", ["-f", root]);
+  } finally {
+    for (const fd of dirs.values()) closeSync(fd);
+  }
   if (!manifest) throw new Error("the moved tree has no manifest: the transfer was cut short");
   const expected = new Map(manifest.entries.map((e) => [e.path, e]));
   if (expected.size !== written.size) throw new Error(`the moved tree has ${written.size} entries, its manifest ${expected.size}`);

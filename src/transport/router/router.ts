@@ -9,7 +9,7 @@ import type { Config } from "../../config/schema.js";
 import type { Logger } from "../../shared/logger.js";
 import { CodeboxTokenVerifier, hashKey, resolveApiKeys } from "../auth.js";
 import { handleAdmin } from "./admin.js";
-import { HttpCellClient, isDefiniteNetworkError } from "./cell-client.js";
+import { HttpCellClient } from "./cell-client.js";
 import { type CellDirectory, CellTable } from "./cells.js";
 import { CLUSTER_TOKEN_HEADER, collectJsonRpc, type JsonRpcIds, MISDIRECTED, PLACEMENT_HEADER, unavailableBody } from "../../protocol/cluster.js";
 import { SseResponseTracker } from "./jsonrpc.js";
