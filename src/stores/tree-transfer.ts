@@ -4,17 +4,14 @@
 // a link is created as a link and never followed, no name leaves the root), and verified against
 // the manifest before anyone may use it. The manifest's own SHA-256 names the tree: equal digests
 // before and after mean equal trees.
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, constants, createReadStream, fchmodSync, fchownSync, fstatSync, futimesSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, readSync, type Stats, symlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, createReadStream, fchmodSync, fchownSync, fstatSync, fsyncSync, futimesSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, readSync, type Stats, symlinkSync, writeSync } from "node:fs";
 import { Readable as NodeReadable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { promisify } from "node:util";
 import { extract, pack } from "tar-stream";
 import { UnsafePathError } from "../shared/errors.js";
 import { O_DIR, relativeSegments, viaFd } from "./fd-paths.js";
 
-const execFileP = promisify(execFile);
 const MANIFEST = "manifest.json";
 const TREE = "t/";
 /** Deepest nesting packed; deeper entries are left out and counted. */
@@ -258,6 +255,7 @@ export async function unpackTree(source: NodeReadable, root: string, options: { 
           fchownSync(out, meta.uid, meta.gid);
           fchmodSync(out, mode);
           futimesSync(out, mtime, mtime);
+          fsyncSync(out);
         } finally {
           closeSync(out);
         }
@@ -281,8 +279,8 @@ export async function unpackTree(source: NodeReadable, root: string, options: { 
     ]).catch(async (err: unknown) => {
       throw (await work.then(() => undefined, (e: unknown) => e)) ?? err;
     });
-    // Durable before it counts: one filesystem sync rather than one per file.
-    await execFileP("sync", ["-f", root]);
+    // Durable before it counts: every file was synced as written, and now the directories (their entries).
+    for (const fd of dirs.values()) fsyncSync(fd);
   } finally {
     for (const fd of dirs.values()) closeSync(fd);
   }

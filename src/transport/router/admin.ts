@@ -50,18 +50,27 @@ export async function moveUser(ctx: AdminContext, user: string, to: string): Pro
   }
 }
 
-/** Moves every user not on their home there, one at a time. */
+/**
+ * Moves every user not on their home there: one move at a time per source cell (a cell drives
+ * its moves one by one), the sources in parallel.
+ */
 async function rebalance(ctx: AdminContext, only?: (user: string) => boolean, except?: string): Promise<MoveOutcome[]> {
   await ctx.table.refresh();
-  const out: MoveOutcome[] = [];
+  const bySource = new Map<string, Array<{ user: string; to: string }>>();
   for (const user of ctx.table.users()) {
     if (only && !only(user)) continue;
     const home = ctx.table.homeOf(user, except);
     const at = ctx.table.cellOf(user);
     if (!home || !at || home === at) continue;
-    out.push(await moveUser(ctx, user, home));
+    bySource.set(at, [...(bySource.get(at) ?? []), { user, to: home }]);
   }
-  return out;
+  const out: MoveOutcome[] = [];
+  await Promise.all(
+    [...bySource.values()].map(async (list) => {
+      for (const { user, to } of list) out.push(await moveUser(ctx, user, to));
+    }),
+  );
+  return out.sort((a, b) => a.user.localeCompare(b.user));
 }
 
 export async function handleAdmin(ctx: AdminContext, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
