@@ -46,7 +46,29 @@ export class Cell {
     }
     const store = new PlacementStore(app.config.dataDir, c.cellId);
     await store.open();
-    return new Cell(app, c.cellId, store, hashKey(c.token));
+    const cell = new Cell(app, c.cellId, store, hashKey(c.token));
+    await cell.recover();
+    return cell;
+  }
+
+  /**
+   * After a crash: a move that had not reached its switch gives the user back to this cell (the
+   * target's incoming copy is dropped by a router, CellTable.reconcile); a user who had moved away
+   * leaves no copy here.
+   */
+  private async recover(): Promise<void> {
+    for (const [user, r] of Object.entries(this.store.report().users)) {
+      if (r.state === "moving") {
+        await this.store.abortMove(user);
+        this.app.logger.warn("cluster: a move was cut short before its switch; the user stays here", { user, to: r.to });
+      } else if (r.state === "moved") {
+        await this.app.dirs.remove(user).catch((err: unknown) => this.app.logger.warn("cluster: could not remove the copy of a user who moved away", { user, err: errorMessage(err) }));
+      } else if (r.state === "incoming") {
+        // An arrival cut short by this cell's restart: a router decides with the source's record
+        // (commit only after the source's tombstone, drop when the source kept the user).
+        this.app.logger.info("cluster: an arrival waits for its source's word", { user, from: r.from });
+      }
+    }
   }
 
   /** Whether a request carries the cluster token (came through a router). */
@@ -194,7 +216,8 @@ export class Cell {
       return json(200, { user, cell: this.id, state: "owned" });
     }
     if (req.method === "POST" && url.pathname === "/internal/abort") {
-      if (this.store.get(user)?.state === "incoming") {
+      const r = this.store.get(user);
+      if (r?.state === "incoming" && r.moveId === moveId) {
         await this.app.dirs.remove(user).catch(() => {});
         await this.store.dropIncoming(user, moveId);
       }
@@ -250,8 +273,6 @@ export class Cell {
         await call(`/internal/abort?${q}`, { method: "POST" }).catch(() => {});
         throw new Error(`the tree differs after the copy (source ${copied.digest}, target ${arrived.digest})`);
       }
-      const committed = await call(`/internal/commit?${q}`, { method: "POST" });
-      if (!committed.ok) throw new Error(`the target did not take the user: HTTP ${committed.status} ${(await committed.text()).slice(0, 300)}`);
     } catch (err) {
       await this.store.abortMove(user).catch(() => {});
       this.app.runs.keepWarm(user);
@@ -259,9 +280,13 @@ export class Cell {
       log.warn("cluster: the move failed; the user stays here", { user, to, moveId, err: errorMessage(err) });
       throw err;
     }
+    const q = new URLSearchParams({ user, move: moveId, from: this.id });
     try {
-      // The switch: from here on the target serves the user, this cell only points there.
+      // The switch, the commit point: the tombstone. From here the user belongs to the target; if
+      // anything below fails (or this cell dies), a router finishes it (CellTable.reconcile).
       await this.store.finishMove(user, to);
+      const committed = await call(`/internal/commit?${q}`, { method: "POST" }).catch((err: unknown) => ({ ok: false, status: 0, text: async () => errorMessage(err) }));
+      if (!committed.ok) log.warn("cluster: the target has the data but did not confirm; a router will finish the move", { user, to, moveId, status: committed.status, detail: (await committed.text()).slice(0, 300) });
       await this.app.dirs.remove(user);
       this.app.runs.keepWarm(user);
     } finally {

@@ -986,3 +986,70 @@ describe("HttpCellClient", () => {
     expect(table.locate("newcomer")).toMatchObject({ kind: "unavailable", cell: "cell-1" });
   });
 });
+
+describe("CellTable: moves a crash interrupted", () => {
+  /** A network whose cells also take finishMove (commit or abort of an incoming user). */
+  function withFinish(c: ReturnType<typeof cluster>) {
+    const calls: string[] = [];
+    (c.net as unknown as CellClient).finishMove = async (address, action, user, moveId) => {
+      calls.push(`${address} ${action} ${user} ${moveId}`);
+      const cell = c.net.at.get(address)!;
+      const r = cell.users[user];
+      if (r?.state !== "incoming" || r.moveId !== moveId) return;
+      if (action === "commit") cell.users[user] = { state: "owned", since: Date.now() };
+      else delete cell.users[user];
+      cell.changes++;
+    };
+    return calls;
+  }
+
+  it("commits on the target once the source's tombstone points to it (the switch happened)", async () => {
+    const c = cluster(["A", "B"]);
+    const calls = withFinish(c);
+    c.cell("A").users.u = { state: "moved", to: "B", since: 200 };
+    c.cell("B").users.u = { state: "incoming", from: "A", moveId: "m1", since: 100 };
+    await c.refresh();
+    await settle();
+    expect(calls).toEqual(["B.cells commit u m1"]);
+    await c.table.probe("B");
+    expect(c.table.locate("u")).toEqual(fwd("B"));
+  });
+
+  it("drops the copy on the target when the source holds the user again since the arrival began", async () => {
+    const c = cluster(["A", "B"]);
+    const calls = withFinish(c);
+    c.cell("A").users.u = { state: "owned", since: 300 };
+    c.cell("B").users.u = { state: "incoming", from: "A", moveId: "m2", since: 100 };
+    await c.refresh();
+    await settle();
+    expect(calls).toEqual(["B.cells abort u m2"]);
+    expect(c.cell("B").users.u).toBeUndefined();
+    expect(c.table.locate("u")).toEqual(fwd("A"));
+  });
+
+  it("does nothing while the move is in progress (source moving), or with a source owned from before the arrival (a stale view)", async () => {
+    const c = cluster(["A", "B"]);
+    const calls = withFinish(c);
+    c.cell("A").users.u = { state: "moving", to: "B", moveId: "m3", since: 90 };
+    c.cell("B").users.u = { state: "incoming", from: "A", moveId: "m3", since: 100 };
+    c.cell("A").users.v = { state: "owned", since: 50 };
+    c.cell("B").users.v = { state: "incoming", from: "A", moveId: "m4", since: 100 };
+    await c.refresh();
+    await settle();
+    expect(calls).toEqual([]);
+    // Meanwhile the user is served by the source (which answers "moving").
+    expect(c.table.locate("u")).toEqual(fwd("A"));
+  });
+
+  it("never finishes on a target that is down", async () => {
+    const c = cluster(["A", "B"]);
+    const calls = withFinish(c);
+    c.cell("A").users.u = { state: "moved", to: "B", since: 200 };
+    c.cell("B").users.u = { state: "incoming", from: "A", moveId: "m5", since: 100 };
+    c.cell("B").failure = "refused";
+    await c.refresh();
+    await settle();
+    expect(calls).toEqual([]);
+    expect(c.table.locate("u")).toMatchObject({ kind: "unavailable", cell: "B" });
+  });
+});

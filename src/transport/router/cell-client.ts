@@ -59,6 +59,16 @@ export class HttpCellClient implements CellClient {
     });
   }
 
+  async finishMove(address: string, action: "commit" | "abort", user: string, moveId: string): Promise<void> {
+    const host = address.includes(":") && !address.startsWith("[") ? `[${address}]` : address;
+    const res = await fetch(`http://${host}:${this.internalPort}/internal/${action}?${new URLSearchParams({ user, move: moveId })}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.token}` },
+      signal: AbortSignal.timeout(30_000),
+    });
+    if (!res.ok) throw new Error(`/internal/${action} answered HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+  }
+
   info(address: string, signal: AbortSignal): Promise<CellInfo> {
     return this.get<CellInfo>(address, "/internal/cell", signal, true);
   }

@@ -28,6 +28,8 @@ export interface CellClient {
    */
   reachable?(address: string, signal: AbortSignal): Promise<void>;
   info(address: string, signal: AbortSignal): Promise<CellInfo>;
+  /** Finishes a move a crash interrupted, on its target: take the user (commit) or drop the copy (abort). */
+  finishMove?(address: string, action: "commit" | "abort", user: string, moveId: string): Promise<void>;
   placement(address: string, signal: AbortSignal): Promise<CellReport>;
 }
 
@@ -53,6 +55,8 @@ interface CellState {
   /** The version of the last placement report read (undefined: none yet). */
   version: string | undefined;
   owned: Set<string>;
+  /** The records of its last report (reconciling interrupted moves needs both sides'). */
+  records: CellReport["users"];
   lastSeen: number;
   /** The probe in progress, if any (callers that need a fresh view wait for it). */
   probing: Promise<void> | undefined;
@@ -80,6 +84,7 @@ export class CellTable {
   private readonly downListeners = new Set<(cell: string) => void>();
   private timers: NodeJS.Timeout[] = [];
   private discovered = false;
+  private readonly finishing = new Set<string>();
 
   constructor(private readonly o: CellTableOptions) {}
 
@@ -116,7 +121,7 @@ export class CellTable {
       seen.add(d.id);
       let c = this.cells.get(d.id);
       if (!c) {
-        c = { id: d.id, address: d.address, desired: true, up: false, failures: 0, slow: 0, mode: undefined, version: undefined, owned: new Set(), lastSeen: 0, probing: undefined };
+        c = { id: d.id, address: d.address, desired: true, up: false, failures: 0, slow: 0, mode: undefined, version: undefined, owned: new Set(), records: {}, lastSeen: 0, probing: undefined };
         this.cells.set(d.id, c);
         this.o.logger.info("router: a cell appeared", { cell: d.id, address: d.address });
         if (this.discovered) void this.probe(c);
@@ -175,14 +180,17 @@ export class CellTable {
       // Not ready (shutting down, engine gone): no new requests, but what runs there may finish.
       if (!info.ready) return this.failed(cell, "not ready", true, false);
       cell.mode = info.mode;
-      if (info.version !== cell.version) await this.readPlacement(cell, address);
+      const changed = info.version !== cell.version;
+      if (changed) await this.readPlacement(cell, address);
       cell.failures = 0;
       cell.slow = 0;
       cell.lastSeen = Date.now();
-      if (!cell.up) {
+      const cameUp = !cell.up;
+      if (cameUp) {
         cell.up = true;
         this.o.logger.info("router: cell up", { cell: cell.id, address, users: cell.owned.size, mode: cell.mode });
       }
+      if (changed || cameUp) this.reconcile();
     } catch (err) {
       const definite = err instanceof CellUnreachable && err.definite;
       if (this.o.client.reachable && !definite && !cell.up) return this.failed(cell, (err as Error).message, false, false);
@@ -220,6 +228,7 @@ export class CellTable {
       this.userCell.set(user, cell.id);
     }
     cell.owned = owned;
+    cell.records = report.users;
     cell.mode = report.mode;
     cell.version = report.version;
     if (!cell.desired && owned.size === 0) this.cells.delete(cell.id);
@@ -229,6 +238,39 @@ export class CellTable {
    * A failed probe or forward. `abort`: the cell is unreachable, so what is forwarded there is
    * ended at once; otherwise (it answered "not ready") it only gets no new requests.
    */
+  /**
+   * Moves a crash interrupted (docs/SCALING.md section 7): an "incoming" user on a target is
+   * committed there once the source's tombstone points to it (the switch happened), and dropped
+   * once the source holds the user again, since after the arrival began (the move was undone).
+   * A source still "moving" is a move in progress: nothing to do.
+   */
+  private reconcile(): void {
+    const finish = this.o.client.finishMove?.bind(this.o.client);
+    if (!finish) return;
+    for (const target of this.cells.values()) {
+      for (const [user, r] of Object.entries(target.records)) {
+        if (r.state !== "incoming" || !target.up || !target.address) continue;
+        const source = this.cells.get(r.from)?.records[user];
+        let action: "commit" | "abort" | undefined;
+        if (source?.state === "moved" && source.to === target.id) action = "commit";
+        else if (source?.state === "owned" && source.since > r.since) action = "abort";
+        if (!action) continue;
+        const key = `${target.id}|${user}|${r.moveId}|${action}`;
+        if (this.finishing.has(key)) continue;
+        this.finishing.add(key);
+        this.o.logger.warn("router: finishing a move a crash interrupted", { user, from: r.from, to: target.id, action });
+        const address = target.address;
+        void finish(address, action, user, r.moveId)
+          .then(() => {
+            target.version = target.version === undefined ? undefined : `${target.version}?`;
+            return this.probe(target);
+          })
+          .catch((err: unknown) => this.o.logger.warn("router: could not finish an interrupted move", { user, to: target.id, action, err: (err as Error).message }))
+          .finally(() => this.finishing.delete(key));
+      }
+    }
+  }
+
   private failed(cell: CellState, why: string, definite: boolean, abort: boolean): void {
     cell.failures++;
     if (cell.up && (definite || cell.failures >= this.o.probeFailures)) {
