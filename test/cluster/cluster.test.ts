@@ -242,6 +242,13 @@ describe("a Swarm of three engines behind the router (deploy/swarm/stack.yml)", 
       }
     }
     for (const u of USERS) expect([...(seen.get(u.id) ?? [])], u.id).toHaveLength(1);
+    // A second real client: the MCP Inspector CLI, over Streamable HTTP through the router.
+    const inspector = await run(join(repoRoot, "node_modules", ".bin", "mcp-inspector"), [
+      "--cli", routerUrl, "--transport", "http", "--header", `Authorization: Bearer ${USERS[0]!.key}`,
+      "--method", "tools/call", "--tool-name", "execute_code", "--tool-arg", "code=console.log(6 * 7)",
+    ], { timeoutMs: 120_000 });
+    const viaInspector = JSON.parse(inspector.stdout.slice(inspector.stdout.indexOf("{"))) as CallToolResult;
+    expect(viaInspector.structuredContent, inspector.stdout + inspector.stderr).toMatchObject({ stdout: "42\n", exitCode: 0 });
     figures.spread = Object.fromEntries(cells().map((c) => [c, USERS.filter((u) => home(u.id, cells()) === c).length]));
     // Health checks pass on every cell container.
     await waitFor("healthy cells", 60_000, async () => {
@@ -458,4 +465,22 @@ describe("a Swarm of three engines behind the router (deploy/swarm/stack.yml)", 
     }
     figures.drain = { cell: cellId(drainHost), moved: onIt };
   }, 600_000);
+
+  it("a rolling update of the router (stop-first, as the stack says) leaves users with their cells and files", async () => {
+    const t0 = Date.now();
+    await lab.docker(lab.manager!, ["service", "update", "--force", "--detach=false", `${STACK}_router`], { check: true, timeoutMs: 180_000 });
+    await waitFor("the new router serving", 120_000, async () => {
+      const s = await status();
+      return s.complete && s.cells.filter((c) => c.up).length >= 3 ? s : undefined;
+    });
+    const tasks = (await lab.docker(lab.manager!, ["service", "ps", "--format", "{{.DesiredState}} {{.CurrentState}}", `${STACK}_router`])).stdout.trim().split("\n");
+    expect(tasks.filter((t) => t.startsWith("Running")).length).toBe(1);
+    expect(tasks.filter((t) => t.startsWith("Shutdown")).length).toBeGreaterThanOrEqual(1);
+    for (const u of USERS.slice(0, 5)) {
+      const r = await new UserClient(u).run(append(u, 2000));
+      expect(r.kind, r.text).toBe("ok");
+      expect(r.stdout.split("\n")[0]!.endsWith(",1000,2000")).toBe(true);
+    }
+    figures.routerUpdateMs = Date.now() - t0;
+  }, 300_000);
 });
