@@ -5,7 +5,7 @@
 // the manifest before anyone may use it. The manifest's own SHA-256 names the tree: equal digests
 // before and after mean equal trees.
 import { createHash } from "node:crypto";
-import { closeSync, constants, createReadStream, fchmodSync, fchownSync, fstatSync, fsyncSync, futimesSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, readSync, type Stats, symlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, fsyncSync, futimesSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, readSync, type Stats, symlinkSync, writeSync } from "node:fs";
 import { Readable as NodeReadable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { extract, pack } from "tar-stream";
@@ -79,9 +79,15 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
   const backlog = () => (p as unknown as { _readableState?: { buffered?: number } })._readableState?.buffered ?? 0;
   let steps = 0;
   /** Synchronous file calls (dozens of times cheaper than the thread pool's here), with a pause every few dozen so the cell keeps serving. */
+  const gone = () => {
+    const x = p as unknown as { destroyed?: boolean; destroying?: boolean };
+    return x.destroyed === true || x.destroying === true;
+  };
   const pace = async () => {
     if (++steps % 32 === 0) await new Promise((r) => setImmediate(r));
-    while (backlog() > 8 * 1024 * 1024) await new Promise((r) => setTimeout(r, 2));
+    while (backlog() > 8 * 1024 * 1024 && !gone()) await new Promise((r) => setTimeout(r, 2));
+    // The receiver went away (a failed move): stop reading the tree.
+    if (gone()) throw new Error("the transfer was closed");
   };
   const walk = async (dirFd: number, rel: string, depth: number): Promise<void> => {
     const names = readdirSync(`/proc/self/fd/${dirFd}`).sort();
@@ -134,16 +140,32 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
           const finished = new Promise<void>((resolve, reject) => {
             sink = p.entry(header, (err) => (err ? reject(err) : resolve()));
           });
-          // A receiver that fails destroys the pack; that surfaces through `finished`, not as an uncaught error.
+          // A receiver that fails destroys the pack; that surfaces through `finished` (awaited
+          // below), never as an uncaught error or an unhandled rejection meanwhile.
           sink.on("error", () => {});
+          finished.catch(() => {});
           // Exactly `size` bytes: a file that grew meanwhile is cut, one that shrank fails the entry.
-          let left = size;
-          for await (const c of createReadStream("", { fd, autoClose: false, start: 0, highWaterMark: 1024 * 1024 })) {
-            if (left <= 0) break;
-            const chunk = (c as Buffer).subarray(0, left);
-            left -= chunk.length;
+          // Read here (not through a ReadStream, which closes the descriptor it was given when
+          // abandoned, and the finally below would then close a number reused meanwhile).
+          const buf = Buffer.allocUnsafe(1024 * 1024);
+          for (let pos = 0; pos < size; ) {
+            const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+            if (n === 0) throw new Error(`${path} shrank while it was being copied`);
+            const chunk = Buffer.from(buf.subarray(0, n));
+            pos += n;
             hash.update(chunk);
-            if (!sink.write(chunk)) await new Promise<void>((r) => sink.once("drain", () => r()));
+            if (!sink.write(chunk)) {
+              await new Promise<void>((r) => {
+                const done = () => {
+                  sink.off("drain", done).off("close", done).off("error", done);
+                  p.off("close", done);
+                  r();
+                };
+                sink.on("drain", done).on("close", done).on("error", done);
+                p.on("close", done);
+              });
+            } else await new Promise((r) => setImmediate(r));
+            if (gone()) throw new Error("the transfer was closed");
           }
           sink.end(undefined);
           await finished;
