@@ -66,7 +66,8 @@ function summarize(entries: ManifestEntry[], skipped: number): TreeSummary {
  * Packs the tree below `root` (which must be quiescent: the user's runs stopped). Resolves with
  * the stream at once; `done` resolves with the summary once everything is written.
  */
-export function packTree(root: string): { stream: NodeReadable; done: Promise<TreeSummary> } {
+export function packTree(root: string, options: { maxEntries?: number } = {}): { stream: NodeReadable; done: Promise<TreeSummary> } {
+  const maxEntries = options.maxEntries ?? 1_000_000;
   const p = pack();
   p.on("error", () => {});
   const entries: ManifestEntry[] = [];
@@ -88,6 +89,7 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
     while (backlog() > 8 * 1024 * 1024 && !gone()) await new Promise((r) => setTimeout(r, 2));
     // The receiver went away (a failed move): stop reading the tree.
     if (gone()) throw new Error("the transfer was closed");
+    if (steps > maxEntries) throw new Error(`the tree has more than ${maxEntries} entries`);
   };
   const walk = async (dirFd: number, rel: string, depth: number): Promise<void> => {
     const names = readdirSync(`/proc/self/fd/${dirFd}`).sort();
@@ -117,9 +119,16 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
           closeSync(child);
         }
       } else if (st.isFile()) {
-        const fd = openSync(at, constants.O_RDONLY | constants.O_NOFOLLOW);
+        // Security: O_NONBLOCK, then a regular file or nothing: a fifo swapped in after the lstat
+        // must not block the cell on open or read.
+        const fd = openSync(at, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
         try {
-          const size = fstatSync(fd).size;
+          const fst = fstatSync(fd);
+          if (!fst.isFile()) {
+            skipped++;
+            continue;
+          }
+          const size = fst.size;
           const header = { name: TREE + path, type: "file" as const, size, mode: base.mode, uid: st.uid, gid: st.gid, mtime: st.mtime };
           if (size <= SMALL_FILE) {
             // Small files in one read (most of a tree).
@@ -202,12 +211,22 @@ export function packTree(root: string): { stream: NodeReadable; done: Promise<Tr
  * reused, anything else must not exist yet), then checks every entry against the manifest. Throws
  * on any difference; the caller removes what was written.
  */
-export async function unpackTree(source: NodeReadable, root: string, options: { maxBytes: number }): Promise<TreeSummary> {
+export async function unpackTree(source: NodeReadable, root: string, options: { maxBytes: number; maxEntries?: number }): Promise<TreeSummary> {
+  const maxEntries = options.maxEntries ?? 1_000_000;
   const ex = extract();
   const written = new Map<string, ManifestEntry>();
   // Directory descriptors by path, opened once (each through the one above it, never following a
   // link). Synchronous calls, as in packTree, with a pause every few dozen entries.
   const dirs = new Map<string, number>();
+  /** Synced and closed as the depth-first stream leaves them: only the current path's are open. */
+  const leaveAllBut = (key: string) => {
+    for (const [k, fd] of dirs) {
+      if (k === "" || k === key || key.startsWith(`${k}/`)) continue;
+      fsyncSync(fd);
+      closeSync(fd);
+      dirs.delete(k);
+    }
+  };
   const dirOf = async (segments: string[]): Promise<number> => {
     const key = segments.join("/");
     const open = dirs.get(key);
@@ -224,9 +243,16 @@ export async function unpackTree(source: NodeReadable, root: string, options: { 
     for await (const entry of ex) {
       if (++steps % 32 === 0) await new Promise((r) => setImmediate(r));
       const h = entry.header;
+      if (steps > maxEntries + 1) throw new Error(`the moved tree has more than ${maxEntries} entries`);
       if (h.name === MANIFEST) {
         const chunks: Buffer[] = [];
-        for await (const c of entry) chunks.push(c as Buffer);
+        let size = 0;
+        for await (const c of entry) {
+          size += (c as Buffer).length;
+          // About 1 KiB per entry at most (a path of 4 KiB is rare): a bound, not a guess.
+          if (size > (maxEntries + 1) * 4096) throw new Error("the moved tree's manifest is too large");
+          chunks.push(c as Buffer);
+        }
         manifest = JSON.parse(Buffer.concat(chunks).toString("utf8")) as typeof manifest;
         continue;
       }
@@ -236,6 +262,7 @@ export async function unpackTree(source: NodeReadable, root: string, options: { 
       if (written.has(path)) throw new UnsafePathError(`entry "${path}" appears twice`);
       // Security: permissions only, never setuid/setgid/sticky bits.
       const mode = (h.mode ?? 0o600) & 0o777;
+      leaveAllBut(segments.slice(0, -1).join("/"));
       const dirFd = await dirOf(segments.slice(0, -1));
       const at = viaFd(dirFd, segments[segments.length - 1]!);
       const meta = { path, mode, uid: h.uid ?? 0, gid: h.gid ?? 0, mtimeMs: h.mtime ? h.mtime.getTime() : 0 };

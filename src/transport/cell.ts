@@ -88,7 +88,9 @@ export class Cell {
     else if (r?.state === "owned") this.admit(user, req, res, next);
     else if (r?.state === "moving") this.answerMoving(req, res, r.to);
     else if (r?.state === "moved") this.misdirected(res, "moved", `user moved to cell ${r.to}`, r.to);
-    else if (r?.state === "incoming" || req.headers[PLACEMENT_HEADER] !== "new" || !this.fromRouter(req)) this.misdirected(res, "unknown", "this cell holds no data for this user");
+    // Arriving: the data is here or on its way, so "unknown" would be a lie a router could act on.
+    else if (r?.state === "incoming") this.answerMoving(req, res, this.id);
+    else if (req.headers[PLACEMENT_HEADER] !== "new" || !this.fromRouter(req)) this.misdirected(res, "unknown", "this cell holds no data for this user");
     else if (this.store.mode === "draining") this.misdirected(res, "draining", "this cell is draining and takes no new users");
     else {
       this.store.own(user).then(
@@ -252,6 +254,7 @@ export class Cell {
     const call = (path: string, init: RequestInit = {}) =>
       fetch(`http://${target}${path}`, { ...init, headers: { authorization: `Bearer ${this.app.config.cluster.token}`, ...(init.headers ?? {}) } });
     let copied: TreeSummary | undefined;
+    let packed: { destroy(): void } | undefined;
     let t1 = t0;
     try {
       await this.store.beginMove(user, to, moveId);
@@ -262,7 +265,8 @@ export class Cell {
       await this.closeSessions(user);
       t1 = Date.now();
       const dirs = await this.app.dirs.ensure(user);
-      const { stream, done } = packTree(dirs.root);
+      const { stream, done } = packTree(dirs.root, { maxEntries: this.maxTreeEntries() });
+      packed = stream;
       const q = new URLSearchParams({ user, move: moveId, from: this.id });
       const res = await call(`/internal/import?${q}`, { method: "PUT", body: Readable.toWeb(stream) as ReadableStream, duplex: "half" } as RequestInit);
       const text = await res.text();
@@ -274,6 +278,7 @@ export class Cell {
         throw new Error(`the tree differs after the copy (source ${copied.digest}, target ${arrived.digest})`);
       }
     } catch (err) {
+      packed?.destroy();
       await this.store.abortMove(user).catch(() => {});
       this.app.runs.keepWarm(user);
       this.moving = false;
@@ -297,6 +302,11 @@ export class Cell {
     return report;
   }
 
+  /** The most entries a moved tree may have: twice the inode quota (a tree the quota allowed, with room). */
+  private maxTreeEntries(): number {
+    return Math.max(2 * this.app.config.storage.quotaInodes, 10_000);
+  }
+
   /** The target's side of a move: the tree arrives into the user's (fresh) folder and is verified. */
   private async moveIn(user: string, from: string, moveId: string, body: IncomingMessage): Promise<TreeSummary> {
     await this.store.beginIncoming(user, from, moveId);
@@ -304,7 +314,7 @@ export class Cell {
       // Leftovers of an earlier stay or an aborted arrival go first.
       await this.app.dirs.remove(user);
       const dirs = await this.app.dirs.ensure(user);
-      return await unpackTree(body, dirs.root, { maxBytes: Math.max(this.app.config.storage.quotaMiB * 1024 * 1024 * 2, 1024 * 1024 * 1024) });
+      return await unpackTree(body, dirs.root, { maxBytes: Math.max(this.app.config.storage.quotaMiB * 1024 * 1024 * 2, 1024 * 1024 * 1024), maxEntries: this.maxTreeEntries() });
     } catch (err) {
       await this.app.dirs.remove(user).catch(() => {});
       await this.store.dropIncoming(user, moveId);

@@ -1053,3 +1053,13 @@ describe("CellTable: moves a crash interrupted", () => {
     expect(c.table.locate("u")).toMatchObject({ kind: "unavailable", cell: "B" });
   });
 });
+
+describe("CellTable: a user with any record is never new", () => {
+  it("a user only arriving somewhere (incoming), with no owner reported, is unavailable, not created on their home", async () => {
+    const c = cluster(["A", "B", "C"]);
+    const u = userWithHome("C", ["A", "B", "C"]);
+    c.cell("B").users[u] = { state: "incoming", from: "A", moveId: "m9", since: 100 };
+    await c.refresh();
+    expect(c.table.locate(u)).toMatchObject({ kind: "unavailable", cell: "B" });
+  });
+});

@@ -1,7 +1,8 @@
 // Moving a user's tree between cells (src/stores/tree-transfer.ts): a round trip keeps every byte
 // and link, a receiver that goes away ends the packing (no hang, no uncaught error, no descriptor
 // closed twice), and a hostile stream cannot write outside the root or through a link.
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -92,5 +93,43 @@ describe("tree transfer", () => {
     await expect(unpackTree(tarOf([{ name: "t/x", body: "1" }]), temp(), { maxBytes: 1e6 })).rejects.toThrow(/no manifest/);
     await expect(unpackTree(tarOf([{ name: "t/x", body: "1" }, { name: "t/x", body: "2" }]), temp(), { maxBytes: 1e6 })).rejects.toThrow(/twice|EEXIST/);
     await expect(unpackTree(tarOf([{ name: "t/x", body: "12345" }]), temp(), { maxBytes: 3 })).rejects.toThrow(/larger than/);
+  });
+});
+
+describe("tree transfer: odd trees", () => {
+  it("skips fifos (never opens them) and stops a tree with more entries than allowed", async () => {
+    const src = temp();
+    writeFileSync(join(src, "a"), "1");
+    execFileSync("mkfifo", [join(src, "pipe")]);
+    const { stream, done } = packTree(src);
+    const got = await unpackTree(stream, temp(), { maxBytes: 1e6 });
+    expect((await done).skipped).toBe(1);
+    expect(got.files).toBe(1);
+    for (let i = 0; i < 30; i++) writeFileSync(join(src, `f${i}`), "x");
+    const capped = packTree(src, { maxEntries: 10 });
+    capped.stream.on("error", () => {});
+    capped.stream.resume();
+    await expect(capped.done).rejects.toThrow(/more than 10 entries/);
+    const again = packTree(src);
+    await expect(unpackTree(again.stream, temp(), { maxBytes: 1e6, maxEntries: 10 })).rejects.toThrow(/more than 10 entries/);
+    await again.done.catch(() => {});
+  });
+
+  it("keeps only the current path's folders open while unpacking a wide tree", async () => {
+    const src = temp();
+    for (let d = 0; d < 400; d++) {
+      mkdirSync(join(src, `d${d}`, "inner"), { recursive: true });
+      writeFileSync(join(src, `d${d}`, "inner", "f"), String(d));
+    }
+    const before = readdirSync("/proc/self/fd").length;
+    let peak = before;
+    const timer = setInterval(() => (peak = Math.max(peak, readdirSync("/proc/self/fd").length)), 1);
+    const { stream, done } = packTree(src);
+    const got = await unpackTree(stream, temp(), { maxBytes: 1e6 });
+    clearInterval(timer);
+    await done;
+    expect(got.dirs).toBe(800);
+    // 800 folders, never 800 descriptors at once.
+    expect(peak - before).toBeLessThan(100);
   });
 });

@@ -306,6 +306,12 @@ export class CellTable {
       const missing = [...this.cells.values()].filter((c) => c.desired && c.version === undefined).map((c) => c.id);
       return { kind: "unavailable", reason: this.discovered ? `not every cell has reported its users yet (${missing.join(", ")})` : "the router has not read the cells from the orchestrator yet" };
     }
+    // Any record of the user anywhere (arriving somewhere, a tombstone) means they are not new:
+    // their data exists, so creating them would fork it.
+    for (const c of this.cells.values()) {
+      const r = c.records[user];
+      if (r) return { kind: "unavailable", cell: c.id, reason: r.state === "incoming" ? `your workspace is arriving on cell ${c.id}` : `cell ${c.id} has a record of you (${r.state})` };
+    }
     const candidates = [...this.cells.values()].filter((c) => c.desired && c.mode !== "draining").map((c) => c.id);
     const h = home(user, candidates);
     if (!h) return { kind: "unavailable", reason: "no cell takes new users (none declared, or all draining)" };
@@ -321,6 +327,12 @@ export class CellTable {
     if (movedTo && this.cells.has(movedTo)) this.userCell.set(user, movedTo);
     const c = this.cells.get(cellId);
     if (c) {
+      // The cell's own word, newer than its last report: a tombstone, or no record at all.
+      if (movedTo) c.records = { ...c.records, [user]: { state: "moved", to: movedTo, since: Date.now() } };
+      else {
+        const { [user]: _gone, ...rest } = c.records;
+        c.records = rest;
+      }
       c.version = c.version === undefined ? undefined : `${c.version}?`;
       void this.probe(c);
     }

@@ -223,6 +223,11 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
     });
 
   const handleMcp = async (req: IncomingMessage, res: ServerResponse) => {
+    // A client that leaves while the request is being verified or read is not forwarded at all.
+    let gone = false;
+    res.once("close", () => {
+      gone = true;
+    });
     const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? "");
     const wwwAuth = (error: string, description: string) =>
       `Bearer error="${error}", error_description="${description}"${resourceMetadata ? `, resource_metadata="${new URL(metadataPath, publicUrl).href}"` : ""}`;
@@ -250,6 +255,7 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
     try {
       let loc = table.locate(user);
       for (let attempt = 0; attempt < 3; attempt++) {
+        if (gone) return;
         if (loc.kind === "unavailable") return unavailable(res, ids, loc.reason);
         const out = await forward(req, res, body, ids, user, loc.cell, loc.address, loc.create);
         if (out.resend) continue;
