@@ -1,6 +1,11 @@
 // What routers and cells say to each other (docs/SCALING.md): headers on forwarded MCP requests,
 // the cell's answer for a user it does not serve, and its internal listener's documents.
 
+/** "host:port" for a cell's address, IPv6 in brackets (for URLs and Host headers). */
+export function hostPort(address: string, port: number): string {
+  return `${address.includes(":") && !address.startsWith("[") ? `[${address}]` : address}:${port}`;
+}
+
 /** The router's proof that a request comes through a router (the shared cluster token). */
 export const CLUSTER_TOKEN_HEADER = "codebox-cluster-token";
 /** Sent by a router (with the token) when the user is new and the cell is their home. */

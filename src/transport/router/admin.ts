@@ -2,7 +2,7 @@
 // move a user, drain or undrain a cell, rebalance after adding one. The router knows where users
 // are and where cells listen; the source cell of each move drives it.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { MoveReport } from "../../protocol/cluster.js";
+import { hostPort, type MoveReport } from "../../protocol/cluster.js";
 import type { Logger } from "../../shared/logger.js";
 import type { CellTable } from "./cells.js";
 
@@ -22,7 +22,6 @@ interface MoveOutcome {
   error?: string;
 }
 
-const hostPort = (address: string, port: number) => `${address.includes(":") ? `[${address}]` : address}:${port}`;
 
 async function cellCall(ctx: AdminContext, cell: string, path: string): Promise<unknown> {
   const address = ctx.table.address(cell);

@@ -1,6 +1,6 @@
 // The router's calls to a cell's internal listener (transport/cell.ts), with the cluster token.
 import { connect } from "node:net";
-import type { CellInfo, PlacementReport as CellReport } from "../../protocol/cluster.js";
+import { type CellInfo, type PlacementReport as CellReport, hostPort } from "../../protocol/cluster.js";
 import { type CellClient, CellUnreachable } from "./cells.js";
 
 /** Errors that mean nobody listens there (the process or host is gone), as opposed to a slow answer. */
@@ -21,10 +21,9 @@ export class HttpCellClient implements CellClient {
   ) {}
 
   private async get<T>(address: string, path: string, signal: AbortSignal, acceptNotReady: boolean): Promise<T> {
-    const host = address.includes(":") && !address.startsWith("[") ? `[${address}]` : address;
     let res: Response;
     try {
-      res = await fetch(`http://${host}:${this.internalPort}${path}`, { headers: { authorization: `Bearer ${this.token}` }, signal });
+      res = await fetch(`http://${hostPort(address, this.internalPort)}${path}`, { headers: { authorization: `Bearer ${this.token}` }, signal });
     } catch (err) {
       throw new CellUnreachable(`${path}: ${(err as Error).message}`, isDefiniteNetworkError(err));
     }
@@ -60,8 +59,7 @@ export class HttpCellClient implements CellClient {
   }
 
   async finishMove(address: string, action: "commit" | "abort", user: string, moveId: string): Promise<void> {
-    const host = address.includes(":") && !address.startsWith("[") ? `[${address}]` : address;
-    const res = await fetch(`http://${host}:${this.internalPort}/internal/${action}?${new URLSearchParams({ user, move: moveId })}`, {
+    const res = await fetch(`http://${hostPort(address, this.internalPort)}/internal/${action}?${new URLSearchParams({ user, move: moveId })}`, {
       method: "POST",
       headers: { authorization: `Bearer ${this.token}` },
       signal: AbortSignal.timeout(30_000),

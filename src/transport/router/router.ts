@@ -11,7 +11,7 @@ import { CodeboxTokenVerifier, hashKey, resolveApiKeys } from "../auth.js";
 import { handleAdmin } from "./admin.js";
 import { HttpCellClient } from "./cell-client.js";
 import { type CellDirectory, CellTable } from "./cells.js";
-import { CLUSTER_TOKEN_HEADER, collectJsonRpc, type JsonRpcIds, MISDIRECTED, PLACEMENT_HEADER, unavailableBody } from "../../protocol/cluster.js";
+import { CLUSTER_TOKEN_HEADER, collectJsonRpc, hostPort, type JsonRpcIds, MISDIRECTED, PLACEMENT_HEADER, unavailableBody } from "../../protocol/cluster.js";
 import { SseResponseTracker } from "./jsonrpc.js";
 import { SwarmDirectory } from "./swarm.js";
 
@@ -124,7 +124,7 @@ export async function serveRouter(config: Config, logger: Logger, options: Route
     new Promise((resolve) => {
       const headers: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(req.headers as IncomingHttpHeaders)) if (v !== undefined && !DROP_REQUEST.has(k)) headers[k] = v;
-      headers.host = `${address.includes(":") ? `[${address}]` : address}:${r.cellPort}`;
+      headers.host = hostPort(address, r.cellPort);
       headers[CLUSTER_TOKEN_HEADER] = token;
       if (create) headers[PLACEMENT_HEADER] = "new";
       if (body) headers["content-length"] = String(body.length);
